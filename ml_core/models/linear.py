@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
+from ml_core.config import ModelConfig
 from ml_core.errors import NotFittedError
 
 
@@ -44,3 +45,9 @@ class LogisticDirectionModel:
 
     def params(self) -> dict[str, object]:
         return {"C": self.c, "max_iter": self.max_iter}
+
+
+def logistic_from_config(cfg: ModelConfig) -> LogisticDirectionModel:
+    """The configured logistic model (``models.logistic_c``, tuned params override)."""
+    params = cfg.params_for("logistic")
+    return LogisticDirectionModel(c=float(params.get("c", cfg.logistic_c)), seed=cfg.seed)

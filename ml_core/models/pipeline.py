@@ -20,19 +20,33 @@ import pandas as pd
 
 from ml_core.config import FeatureConfig, ModelConfig
 from ml_core.errors import DataContractError, NotFittedError
-from ml_core.models.base import DirectionModel, make_model
+from ml_core.models.base import (
+    CONTEXT_COLUMNS,
+    DETAILS_METHOD,
+    DirectionModel,
+    FrameModel,
+    ReturnModel,
+    is_frame_model,
+    is_label_column,
+    make_model,
+)
 from ml_core.regime.hmm import RegimeModel, add_regime_features, probability_column, state_names
 from ml_core.validation.scaling import SymbolRobustScaler
 from ml_core.validation.split import SplitParts
 
 log = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS = ["symbol", "ts", "horizon", "p_up"]
+PREDICTION_COLUMNS = ["symbol", "ts", "horizon", "p_up", "uncertainty", "exp_ret"]
 
 
 @dataclass
 class CandlePipeline:
-    """Feature set + scalers + per-horizon models, picklable as one object."""
+    """Feature set + scalers + models, picklable as one object.
+
+    Either ``models`` holds one ``DirectionModel`` per horizon, or
+    ``frame_model`` holds one ``FrameModel`` for all horizons (sequence models,
+    ensembles). ``return_models`` optionally add an expected return per horizon.
+    """
 
     candidate: str
     timeframe: str
@@ -45,16 +59,55 @@ class CandlePipeline:
     models: dict[int, DirectionModel] = field(default_factory=dict)
     first_ts: dict[str, pd.Timestamp] = field(default_factory=dict)
     regime_model: RegimeModel | None = None
+    frame_model: FrameModel | None = None
+    return_models: dict[int, ReturnModel] = field(default_factory=dict)
+
+    @property
+    def history_bars(self) -> int:
+        """Past rows of a symbol one prediction reads (0 for row-wise models)."""
+        return int(getattr(self.frame_model, "history_bars", 0) or 0)
 
     def predict_features(self, frame: pd.DataFrame) -> dict[int, np.ndarray]:
         """P(up) per horizon for rows of a frame that already has the feature columns."""
-        if not self.models:
+        if not self.models and self.frame_model is None:
             raise NotFittedError(f"Pipeline {self.candidate!r} has no fitted models.")
         if frame.empty:
             return {h: np.empty(0) for h in self.horizons}
         frame = self.with_regime_features(frame)
+        if self.frame_model is not None:
+            probs = self.frame_model.predict_frame(self.scaled_frame(frame))
+            return {h: np.asarray(probs[h], dtype=float) for h in self.horizons}
         x = self.scaler.transform(frame)
         return {h: self.models[h].predict_proba(x) for h in self.horizons}
+
+    def predict_details(self, frame: pd.DataFrame) -> dict[int, dict[str, np.ndarray]]:
+        """``p_up``, ``uncertainty`` and ``exp_ret`` per horizon (NaN where not modelled)."""
+        frame = self.with_regime_features(frame)
+        n = len(frame)
+        nan = np.full(n, np.nan)
+        details_fn = getattr(self.frame_model, DETAILS_METHOD, None)
+        if details_fn is not None and n:
+            raw = details_fn(self.scaled_frame(frame))
+            out = {
+                h: {k: np.asarray(v, dtype=float) for k, v in raw[h].items()} for h in self.horizons
+            }
+        else:
+            out = {h: {"p_up": p} for h, p in self.predict_features(frame).items()}
+        x = self.scaler.transform(frame) if self.return_models and n else None
+        for h in self.horizons:
+            out[h].setdefault("uncertainty", nan)
+            if x is not None and h in self.return_models:
+                out[h]["exp_ret"] = self.return_models[h].predict(x)
+            out[h].setdefault("exp_ret", nan)
+        return out
+
+    def scaled_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Scaled feature columns plus context and label columns: a FrameModel's input."""
+        scaled = pd.DataFrame(
+            self.scaler.transform(frame), columns=self.feature_columns, index=frame.index
+        )
+        keep = [c for c in frame.columns if c in CONTEXT_COLUMNS or is_label_column(c)]
+        return pd.concat([frame[keep], scaled], axis=1).reset_index(drop=True)
 
     def with_regime_features(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``frame`` with this pipeline's filtered regime columns (added when missing)."""
@@ -81,25 +134,38 @@ class CandlePipeline:
             )
         feats = feats.dropna(subset=self.feature_columns)
         if latest_only:
-            feats = feats.sort_values(["symbol", "ts"]).groupby("symbol", sort=True).tail(1)
-        feats = feats.reset_index(drop=True)
-        probs = self.predict_features(feats)
+            # sequence models read `history_bars` rows before the latest one
+            grouped = feats.sort_values(["symbol", "ts"]).groupby("symbol", sort=True)
+            feats = grouped.tail(self.history_bars + 1)
+        feats = feats.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
+        details = self.predict_details(feats)
         out = [
             pd.DataFrame(
-                {"symbol": feats["symbol"], "ts": feats["ts"], "horizon": h, "p_up": probs[h]}
+                {
+                    "symbol": feats["symbol"],
+                    "ts": feats["ts"],
+                    "horizon": h,
+                    "p_up": details[h]["p_up"],
+                    "uncertainty": details[h]["uncertainty"],
+                    "exp_ret": details[h]["exp_ret"],
+                }
             )
             for h in self.horizons
         ]
         if not out:
             return pd.DataFrame(columns=PREDICTION_COLUMNS)
         result = pd.concat(out, ignore_index=True)
+        if latest_only:
+            last = result.groupby("symbol")["ts"].transform("max")
+            result = result[result["ts"] == last]
         return result.sort_values(["symbol", "ts", "horizon"], kind="stable").reset_index(drop=True)
 
     def feature_importance(self) -> pd.DataFrame:
         """Importance per feature and horizon (long format), where the model offers it."""
         rows = []
-        for h, model in self.models.items():
-            imp = model.feature_importance(self.feature_columns)
+        models = self.models or dict.fromkeys(self.horizons, self.frame_model)
+        for h, model in models.items():
+            imp = model.feature_importance(self.feature_columns) if model is not None else None
             if imp is not None:
                 rows.append(
                     pd.DataFrame({"feature": imp.index, "horizon": h, "importance": imp.values})
@@ -135,25 +201,9 @@ def fit_pipeline(
         feature_set += f"+hmm{regime_model.cfg.n_states}"
     train = _recent(parts.train, model_cfg.max_train_rows)
     scaler = SymbolRobustScaler(columns).fit(train)
-    x_train = scaler.transform(train)
-    x_val = scaler.transform(parts.val) if not parts.val.empty else None
-    models: dict[int, DirectionModel] = {}
     for h in horizons:
-        y_col = f"up_{h}"
-        ok = train[y_col].notna().to_numpy()
-        if ok.sum() < 2 or train.loc[ok, y_col].nunique() < 2:
-            raise DataContractError(
-                f"Horizon {h}: training labels {y_col!r} have fewer than two classes "
-                f"({int(ok.sum())} labelled rows). Ingest more history."
-            )
-        x_v = y_v = None
-        if x_val is not None:
-            ok_v = parts.val[y_col].notna().to_numpy()
-            x_v, y_v = x_val[ok_v], parts.val.loc[ok_v, y_col].to_numpy()
-        model = make_model(candidate, model_cfg)
-        models[h] = model.fit(x_train[ok], train.loc[ok, y_col].to_numpy(), x_v, y_v)
-        log.info("fitted %s for horizon %d on %d rows", candidate, h, int(ok.sum()))
-    return CandlePipeline(
+        _check_two_classes(train, h)
+    pipe = CandlePipeline(
         candidate=candidate,
         timeframe=timeframe,
         horizons=list(horizons),
@@ -163,10 +213,41 @@ def fit_pipeline(
         lookback_bars=int(LOOKBACK_BARS)
         + (regime_model.cfg.vol_window + 200 if regime_model else 0),
         scaler=scaler,
-        models=models,
         first_ts=dict(parts.first_ts),
         regime_model=regime_model,
     )
+    model = make_model(candidate, model_cfg)
+    if is_frame_model(model):
+        val = pipe.scaled_frame(parts.val) if not parts.val.empty else None
+        pipe.frame_model = model.fit_frame(
+            pipe.scaled_frame(train), val, features=columns, horizons=list(horizons)
+        )
+        pipe.lookback_bars += pipe.history_bars
+        log.info("fitted %s for horizons %s on %d rows", candidate, list(horizons), len(train))
+        return pipe
+    x_train = scaler.transform(train)
+    x_val = scaler.transform(parts.val) if not parts.val.empty else None
+    for h in horizons:
+        y_col = f"up_{h}"
+        ok = train[y_col].notna().to_numpy()
+        x_v = y_v = None
+        if x_val is not None:
+            ok_v = parts.val[y_col].notna().to_numpy()
+            x_v, y_v = x_val[ok_v], parts.val.loc[ok_v, y_col].to_numpy()
+        model = model if h == horizons[0] else make_model(candidate, model_cfg)
+        pipe.models[h] = model.fit(x_train[ok], train.loc[ok, y_col].to_numpy(), x_v, y_v)
+        log.info("fitted %s for horizon %d on %d rows", candidate, h, int(ok.sum()))
+    return pipe
+
+
+def _check_two_classes(train: pd.DataFrame, h: int) -> None:
+    y_col = f"up_{h}"
+    ok = train[y_col].notna().to_numpy()
+    if ok.sum() < 2 or train.loc[ok, y_col].nunique() < 2:
+        raise DataContractError(
+            f"Horizon {h}: training labels {y_col!r} have fewer than two classes "
+            f"({int(ok.sum())} labelled rows). Ingest more history."
+        )
 
 
 def regime_columns(regime_model: RegimeModel | None) -> list[str]:

@@ -6,6 +6,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from ml_core.config import ModelConfig
 from ml_core.errors import NotFittedError
 
 
@@ -71,3 +72,12 @@ class LightGBMDirectionModel:
         if hasattr(self, "best_iteration_"):
             out["best_iteration"] = self.best_iteration_
         return out
+
+
+def lightgbm_from_config(cfg: ModelConfig) -> LightGBMDirectionModel:
+    """The configured LightGBM model (``models.lightgbm_params``, tuned params override)."""
+    return LightGBMDirectionModel(
+        params={**cfg.lightgbm_params, **cfg.params_for("lightgbm")},
+        early_stopping_rounds=cfg.early_stopping_rounds,
+        seed=cfg.seed,
+    )
