@@ -13,12 +13,17 @@ class RunParams(BaseModel):
     home: str | None = Field(default=None, description="COINCAST_HOME override (state folder).")
     config_path: str | None = Field(default=None, description="Optional JSON/YAML config file.")
     timeframe: str | None = Field(default=None, description="Data set timeframe, e.g. 1m, 1h, 1d.")
+    profile: str | None = Field(
+        default=None, description="Settings profile: 'default' or 'full' (the whole model zoo)."
+    )
 
     def load(self) -> CoincastConfig:
         """The one config object for this run."""
         overrides: dict[str, object] = {}
         if self.home:
             overrides["home"] = self.home
+        if self.profile:
+            overrides["profile"] = self.profile
         if self.timeframe:
             overrides["data"] = {"timeframe": self.timeframe}
         return load_config(self.config_path, **overrides)
@@ -38,4 +43,17 @@ class RetrainParams(RunParams):
     ingest_paths: list[str] = Field(
         default_factory=list,
         description="Files to ingest before retraining (none: use the warehouse).",
+    )
+
+
+class PredictParams(RunParams):
+    symbols: list[str] | None = Field(
+        default=None, description="Only these symbols (none: every symbol of the timeframe)."
+    )
+
+
+class MonitorParams(RunParams):
+    allow_rollback: bool = Field(
+        default=True,
+        description="Apply the rollback rule (false: report metrics and the decision only).",
     )

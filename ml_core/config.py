@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -113,10 +113,38 @@ class FeatureConfig(BaseModel):
     )
 
 
+class TripleBarrierConfig(BaseModel):
+    """Triple-barrier labels (``ml_core.features.triple_barrier``) and their 3-class target."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Add tb_h / tb_t1_h / tb_ret_h to the model frame and report a "
+        "SELL / HOLD / BUY classifier on them beside the direction models.",
+    )
+    pt_mult: float | None = Field(
+        default=2.0, gt=0, description="Take-profit distance in h-bar stds; None = no barrier."
+    )
+    sl_mult: float | None = Field(
+        default=2.0, gt=0, description="Stop-loss distance in h-bar stds; None = no barrier."
+    )
+    vol_column: str | None = Field(
+        default="volatility_60",
+        description="Per-bar causal volatility column; None = computed from close.",
+    )
+    vol_window: int = Field(default=60, ge=2, description="Window when vol_column is None.")
+    touch: Literal["high_low", "close"] = Field(
+        default="high_low", description="'high_low' (intrabar) or 'close'."
+    )
+    model: Literal["logistic", "lightgbm"] = Field(
+        default="logistic", description="The 3-class model (multinomial)."
+    )
+
+
 class LabelConfig(BaseModel):
     """Label horizons per timeframe (bars ahead)."""
 
     horizons: dict[str, list[int]] = Field(default_factory=lambda: dict(DEFAULT_HORIZONS))
+    triple_barrier: TripleBarrierConfig = Field(default_factory=TripleBarrierConfig)
 
     def for_timeframe(self, timeframe: str) -> list[int]:
         if timeframe in self.horizons:
@@ -149,11 +177,120 @@ class SplitConfig(BaseModel):
         return self
 
 
+class SequenceConfig(BaseModel):
+    """Torch sequence models (``ml_core.models.sequence``): windows, sizes, training loop.
+
+    Per-model overrides come from ``models.params[<name>]`` (e.g.
+    ``{'transformer': {'warmup_steps': 200}}``); they replace these defaults.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    window: int = Field(default=60, ge=2, description="Bars per input window, ending at t.")
+    hidden: int = Field(default=32, ge=2, description="Hidden size of LSTMs / model width.")
+    layers: int = Field(
+        default=1,
+        ge=1,
+        description="LSTM layers (lstm), residual LSTM layers after the bidirectional one "
+        "(attention_lstm), Transformer blocks (transformer).",
+    )
+    heads: int = Field(default=4, ge=1, description="Attention heads (Transformer, multiscale).")
+    dropout: float = Field(default=0.1, ge=0, lt=1, description="Dropout, also MC-dropout.")
+    epochs: int = Field(default=4, ge=1, description="Most epochs (early stopping may end sooner).")
+    batch_size: int = Field(default=512, ge=8)
+    lr: float = Field(default=2e-3, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(default=1e-4, ge=0)
+    clip_norm: float = Field(default=1.0, gt=0, description="Gradient norm clip.")
+    patience: int = Field(default=2, ge=1, description="Epochs without val improvement.")
+    warmup_steps: int = Field(default=50, ge=0, description="Linear LR warmup, then cosine.")
+    max_train_windows: int | None = Field(
+        default=40_000, ge=1, description="Most recent training windows (None = all)."
+    )
+    mc_passes: int = Field(default=10, ge=0, description="MC-dropout passes (0 = none).")
+    horizon_weights: Literal["inverse_sqrt", "equal"] | list[float] = Field(
+        default="inverse_sqrt",
+        description="Loss weight per horizon: 1/sqrt(h) (shorter horizons count more), "
+        "equal, or one positive number per horizon.",
+    )
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        default="cpu", description="'auto' uses CUDA when available; serving loads on CPU."
+    )
+    num_threads: int | None = Field(
+        default=2, ge=1, description="torch.set_num_threads during fit/predict (None = leave)."
+    )
+    scales: list[int] = Field(
+        default_factory=lambda: [15, 60, 240], description="Multiscale fixed windows (bars)."
+    )
+    expanding_max: int = Field(
+        default=240, ge=2, description="Multiscale expanding window bound (bars)."
+    )
+    max_steps: int = Field(
+        default=30, ge=2, description="Multiscale: longer windows are mean-pooled to this."
+    )
+    seed: int | None = Field(default=None, description="None = models.seed.")
+
+    @field_validator("horizon_weights")
+    @classmethod
+    def _positive_weights(cls, value: object) -> object:
+        if isinstance(value, list) and (not value or min(value) <= 0):
+            raise ConfigError(
+                f"sequence.horizon_weights={value} must be positive numbers, one per "
+                "horizon, or 'inverse_sqrt' / 'equal'."
+            )
+        return value
+
+    @field_validator("scales")
+    @classmethod
+    def _scales(cls, value: list[int]) -> list[int]:
+        if not value or min(value) < 2:
+            raise ConfigError(f"sequence.scales={value} must be window lengths >= 2, e.g. [15, 60].")
+        return sorted(set(value))
+
+
+class EnsembleConfig(BaseModel):
+    """Ensembles (``stacking``, ``regime_ensemble``, ``online_ensemble``) over base models."""
+
+    base_models: list[str] = Field(
+        default_factory=lambda: ["logistic", "lightgbm"],
+        min_length=1,
+        description="Base models by name (MODEL_FACTORIES); not an ensemble name.",
+    )
+    oof_folds: int = Field(
+        default=4, ge=2, description="Purged expanding walk-forward folds for out-of-fold predictions."
+    )
+    embargo_bars: int | None = Field(
+        default=None, ge=0, description="Gap before each OOF test block; None = the largest horizon."
+    )
+    meta_learner: Literal["logistic", "elastic_net"] = "logistic"
+    meta_c: float = Field(default=1.0, gt=0, description="Inverse regularisation of the meta-learner.")
+    meta_l1_ratio: float = Field(default=0.5, ge=0, le=1, description="elastic_net L1 share.")
+    regime_temperature: float = Field(
+        default=0.02, gt=0, description="Softmax temperature on (OOF AUC - 0.5) per regime."
+    )
+    regime_prior_rows: int = Field(
+        default=500, ge=0, description="Shrinks a regime's AUC toward the overall AUC (pseudo-rows)."
+    )
+    online_half_life_bars: float = Field(default=120.0, gt=0)
+    online_window_bars: int = Field(
+        default=360, ge=1, description="Realized outcomes the online weights read (bounds history)."
+    )
+    online_temperature: float = Field(
+        default=0.1, gt=0, description="Softmax temperature on (balanced EMA accuracy - 0.5)."
+    )
+    min_weight: float = Field(default=0.02, ge=0, lt=0.5, description="Floor of each base weight.")
+
+
 class ModelConfig(BaseModel):
     """Which candidates a retrain fits, and their parameters."""
 
-    candidates: list[Literal["logistic", "lightgbm"]] = Field(
-        default_factory=lambda: ["logistic", "lightgbm"]
+    candidates: list[str] = Field(
+        default_factory=lambda: ["logistic", "lightgbm"],
+        description="Models fitted by a retrain, by name (see `ml_core.models.base.MODEL_FACTORIES`).",
+    )
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-model parameter overrides, e.g. {'xgboost': {'max_depth': 4}}; "
+        "tuned parameters (the `tune` flow) are merged in here at retrain time.",
     )
     seed: int = 42
     max_train_rows: int | None = Field(
@@ -173,6 +310,47 @@ class ModelConfig(BaseModel):
         }
     )
     early_stopping_rounds: int = Field(default=30, ge=1)
+    regressors: list[str] = Field(
+        default_factory=lambda: ["ridge"],
+        description="Return models (target ret_h) fitted per horizon; the best on validation "
+        "RMSE gives the pipeline's exp_ret (see `ml_core.models.regression`). [] = none.",
+    )
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    sequence: SequenceConfig = Field(default_factory=SequenceConfig)
+
+    @field_validator("candidates")
+    @classmethod
+    def _known_candidates(cls, names: list[str]) -> list[str]:
+        from ml_core.models.base import model_names  # lazy: models import this module
+
+        known = model_names()
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"Unknown model(s) {unknown} in models.candidates; choose from {known}.")
+        if not names:
+            raise ConfigError("models.candidates is empty; name at least one model, e.g. ['logistic'].")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"models.candidates {names} names a model twice; list each once.")
+        return names
+
+    @field_validator("regressors")
+    @classmethod
+    def _known_regressors(cls, names: list[str]) -> list[str]:
+        from ml_core.models.regression import return_model_names  # lazy, as above
+
+        known = return_model_names()
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(
+                f"Unknown return model(s) {unknown} in models.regressors; choose from {known}."
+            )
+        if len(set(names)) != len(names):
+            raise ConfigError(f"models.regressors {names} names a model twice; list each once.")
+        return names
+
+    def params_for(self, name: str) -> dict[str, Any]:
+        """Parameter overrides of model ``name`` (empty when none)."""
+        return dict(self.params.get(name, {}))
 
 
 class EvaluationConfig(BaseModel):
@@ -183,6 +361,56 @@ class EvaluationConfig(BaseModel):
     )
     mode: Literal["long_flat", "long_short"] = "long_flat"
     threshold: float = Field(default=0.5, gt=0, lt=1)
+
+
+class GateConfig(BaseModel):
+    """Promotion gate v2: CPCV paths, paired bootstrap and PBO (``ml_core.evaluation.gate``)."""
+
+    gate_version: Literal[1, 2] = Field(
+        default=2, description="1 = same-window test AUC only; 2 = adds CPCV bootstrap and PBO."
+    )
+    cpcv_groups: int = Field(default=6, ge=3, description="CPCV time groups N.")
+    cpcv_test_groups: int = Field(default=2, ge=1, description="CPCV test groups k per split.")
+    cpcv_embargo: float = Field(
+        default=0.01, ge=0, lt=1, description="Embargo after each test group, share of the span."
+    )
+    cpcv_max_train_rows: int = Field(
+        default=20_000,
+        ge=100,
+        description="Most recent training rows refit per CPCV split (bounds the gate's cost: "
+        "splits x horizons x configurations refits).",
+    )
+    cpcv_blocks_per_group: int = Field(
+        default=4, ge=1, description="Time blocks per CPCV group: the bootstrap's units."
+    )
+    cpcv_inner_val_frac: float = Field(
+        default=0.2, ge=0, lt=1, description="Latest share of a split's training rows used "
+        "for early stopping (0 = none)."
+    )
+    cpcv_horizons: list[int] | None = Field(
+        default=None, description="Horizons refit on CPCV (None = all); bounds the cost."
+    )
+    confidence: float = Field(
+        default=0.9, gt=0.5, lt=1, description="One-sided confidence of the paired bootstrap."
+    )
+    n_boot: int = Field(default=2000, ge=100, description="Bootstrap resamples.")
+    seed: int = 42
+    pbo_threshold: float = Field(
+        default=0.5, gt=0, le=1, description="Reject when PBO is at or above this."
+    )
+    pbo_periods: int = Field(default=64, ge=4, description="Time periods of the PBO matrix.")
+    pbo_partitions: int = Field(default=16, ge=2, description="CSCV partitions S (even).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GateConfig:
+        if self.cpcv_test_groups >= self.cpcv_groups:
+            raise ConfigError(
+                f"cpcv_test_groups={self.cpcv_test_groups} must be below cpcv_groups="
+                f"{self.cpcv_groups}; e.g. 2 of 6."
+            )
+        if self.pbo_partitions % 2:
+            raise ConfigError(f"pbo_partitions={self.pbo_partitions} must be even, e.g. 16.")
+        return self
 
 
 class RegistryConfig(BaseModel):
@@ -208,6 +436,7 @@ class RegistryConfig(BaseModel):
         description="Rule 1 of the gate. Turn off only for demos on data too small to beat "
         "the naive baselines; the decision then says the rule was skipped.",
     )
+    gate: GateConfig = Field(default_factory=GateConfig)
 
 
 CovarianceType = Literal["full", "diag", "spherical", "tied"]
@@ -285,6 +514,116 @@ class LifecycleConfig(BaseModel):
     )
 
 
+class DeploymentsConfig(BaseModel):
+    """Prefect deployment schedules (cron, in ``timezone``) and the local UI servers."""
+
+    weekly_retrain_cron: str = Field(default="0 3 * * 1", description="Retrain: Mon 03:00.")
+    daily_predict_cron: str = Field(default="10 0 * * *", description="Predict after day close.")
+    daily_monitor_cron: str = Field(default="30 0 * * *", description="Monitor after predict.")
+    timezone: str = Field(default="UTC", description="IANA timezone of the cron schedules.")
+    host: str = Field(default="127.0.0.1", description="Interface the local UI servers bind.")
+    prefect_port: int = Field(default=4200, ge=1, le=65535)
+    mlflow_port: int = Field(default=5000, ge=1, le=65535)
+
+    @field_validator("weekly_retrain_cron", "daily_predict_cron", "daily_monitor_cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ConfigError(
+                f"cron {value!r} must have 5 fields (minute hour day month weekday), "
+                "e.g. '0 3 * * 1' for Mondays 03:00."
+            )
+        return value
+
+
+class MonitorConfig(BaseModel):
+    """Predict / monitor: realized-metric window, drift, and the automatic rollback rule.
+
+    The champion breaches when, on at least ``min_outcomes`` realized outcomes of
+    the window, its mean AUC over horizons is below ``auc_floor`` or (with
+    ``compare_previous``) below the ``previous`` version's shadow AUC on the same
+    rows by more than ``previous_margin``. ``consecutive_breaches`` breaching
+    evaluations in a row roll it back (when ``enabled``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="Roll back automatically on breach.")
+    window_days: float = Field(
+        default=7.0, gt=0, description="Realized outcomes of the last N days (data clock)."
+    )
+    min_outcomes: int = Field(
+        default=200, ge=1, description="Realized outcomes of the champion needed to decide."
+    )
+    auc_floor: float = Field(default=0.5, ge=0, le=1, description="Mean realized AUC floor.")
+    consecutive_breaches: int = Field(
+        default=2, ge=1, description="Breaching evaluations in a row before a rollback."
+    )
+    compare_previous: bool = Field(
+        default=True, description="Also breach when the champion trails `previous` (same rows)."
+    )
+    previous_margin: float = Field(
+        default=0.01, ge=0, description="AUC by which the champion may trail `previous`."
+    )
+    psi_bins: int = Field(default=10, ge=2, le=100, description="Quantile bins of the PSI.")
+    psi_alert: float = Field(default=0.25, gt=0, description="PSI flagged as drift (reported).")
+    reference_bars: int = Field(
+        default=2880, ge=10, description="Bars per symbol before scoring began: drift reference."
+    )
+    initial_bars: int = Field(
+        default=1440, ge=1, description="Bars per symbol scored by the first predict run."
+    )
+    retrain_on_rollback: bool = Field(
+        default=False, description="Run the retrain flow right after an automatic rollback."
+    )
+    experiment_name: str = Field(
+        default="coincast-monitor", description="MLflow experiment of the monitor runs."
+    )
+
+
+class TuningConfig(BaseModel):
+    """Optuna tuning (the `tune` flow): budgets, storage, and whether retrains use the result.
+
+    One study per (model, horizon group) lives in ``storage_url`` (default
+    ``sqlite:///<home>/optuna.db``; any SQLAlchemy URL, e.g. PostgreSQL); a later
+    run resumes it. Best parameters go to ``<home>/tuned_params.json``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    storage_url: str | None = Field(
+        default=None, description="Optuna RDB storage URL; None = sqlite:///<home>/optuna.db."
+    )
+    models: list[str] = Field(
+        default_factory=lambda: ["lightgbm"], description="Models tuned by the `tune` flow."
+    )
+    n_trials: int = Field(default=20, ge=1, description="New trials per study and tune run.")
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="Wall-clock budget per study and run (None = no limit)."
+    )
+    horizon_groups: Literal["all", "short_long"] = Field(
+        default="all",
+        description="'all' = one study over every horizon; 'short_long' = two studies, "
+        "horizons split at their median.",
+    )
+    max_train_rows: int | None = Field(
+        default=100_000, ge=100, description="Most recent training rows a trial fits on."
+    )
+    seed: int = 42
+    pruner_startup_trials: int = Field(
+        default=5, ge=0, description="Trials completed before the median pruner may prune."
+    )
+    pruner_warmup_steps: int = Field(
+        default=0, ge=0, description="Horizons scored in a trial before it may be pruned."
+    )
+    apply: bool = Field(
+        default=True, description="Retrains use the tuned parameters of tuned_params.json."
+    )
+    experiment_name: str = Field(
+        default="coincast-tune", description="MLflow experiment of the tune runs."
+    )
+
+
 class CoincastConfig(BaseSettings):
     """Everything a run needs. Load once at the edge; pass sub-models down."""
 
@@ -293,6 +632,11 @@ class CoincastConfig(BaseSettings):
     )
 
     home: Path = Field(default=Path(".coincast"), description="Folder for all run state.")
+    profile: str = Field(
+        default="default",
+        description="Packaged settings under the file/env/flags: 'default' (make run in a few "
+        "minutes) or 'full' (the whole model zoo, all regressors).",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
@@ -302,6 +646,9 @@ class CoincastConfig(BaseSettings):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
     regime: RegimeConfig = Field(
         # the feature set's own causal columns: complete on every model row
         default_factory=lambda: RegimeConfig(return_column="logret_1", vol_column="volatility_60")
@@ -340,37 +687,55 @@ class CoincastConfig(BaseSettings):
         return self.labels.for_timeframe(self.data.timeframe)
 
 
+PROFILES_DIR = Path(__file__).with_name("profiles")
+
+
+def profile_names() -> list[str]:
+    """Names of the packaged profiles (``ml_core/profiles/<name>.yaml``)."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
 def load_config(path: Path | str | None = None, **overrides: object) -> CoincastConfig:
-    """Build the config from an optional JSON/YAML file, env vars and overrides.
+    """Build the config from a profile, an optional JSON/YAML file, env vars and overrides.
 
-    Precedence: explicit overrides > environment > file > defaults.
+    Precedence: explicit overrides > environment > file > profile > defaults.
+    The profile (``profile``: 'default' or 'full', from any of those sources)
+    is a packaged YAML file of settings, e.g. 'full' fits the whole model zoo.
     """
-    file_values: dict[str, object] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(
-                f"Config file {p} does not exist; pass an existing JSON or YAML file."
-            )
-        text = p.read_text()
-        try:
-            if p.suffix in {".yaml", ".yml"}:
-                import yaml  # pyyaml comes with mlflow and prefect
-
-                file_values = yaml.safe_load(text) or {}
-            else:
-                file_values = json.loads(text)
-        except Exception as exc:  # noqa: BLE001 - any parse error becomes a ConfigError
-            raise ConfigError(f"Could not parse config file {p}: {exc}") from exc
+    file_values = _read_file(Path(path)) if path is not None else {}
     try:
         env_cfg = CoincastConfig()
-        merged = _deep_merge(file_values, env_cfg.model_dump(exclude_unset=True))
+        env_values = env_cfg.model_dump(exclude_unset=True)
+        merged = _deep_merge(file_values, env_values)
         merged = _deep_merge(merged, {k: v for k, v in overrides.items() if v is not None})
+        profile = str(merged.get("profile") or "default")
+        merged = _deep_merge(_profile_values(profile), merged)
         return CoincastConfig.model_validate(merged)
     except ConfigError:
         raise
     except Exception as exc:  # pydantic ValidationError -> our family, same text
         raise ConfigError(f"Invalid configuration: {exc}") from exc
+
+
+def _profile_values(name: str) -> dict:
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"Unknown profile {name!r}; choose one of {profile_names()}.")
+    return _read_file(path)
+
+
+def _read_file(p: Path) -> dict:
+    if not p.is_file():
+        raise ConfigError(f"Config file {p} does not exist; pass an existing JSON or YAML file.")
+    text = p.read_text()
+    try:
+        if p.suffix in {".yaml", ".yml"}:
+            import yaml  # pyyaml comes with mlflow and prefect
+
+            return yaml.safe_load(text) or {}
+        return json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any parse error becomes a ConfigError
+        raise ConfigError(f"Could not parse config file {p}: {exc}") from exc
 
 
 def _deep_merge(base: dict, top: dict) -> dict:

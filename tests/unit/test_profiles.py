@@ -1,0 +1,43 @@
+"""Settings profiles: 'default' keeps make run quick, 'full' fits the whole zoo."""
+
+from __future__ import annotations
+
+import pytest
+
+from ml_core.config import load_config, profile_names
+from ml_core.errors import ConfigError
+from ml_core.models.base import model_names
+from ml_core.models.regression import return_model_names
+
+
+def test_full_profile_names_every_model_and_regressor_of_the_zoo():
+    cfg = load_config(profile="full")
+    assert cfg.profile == "full"
+    assert sorted(cfg.models.candidates) == model_names()
+    assert sorted(cfg.models.regressors) == return_model_names()
+
+
+def test_default_profile_is_the_quick_one():
+    cfg = load_config()
+    assert cfg.profile == "default"
+    assert cfg.models.candidates == ["logistic", "lightgbm"]
+
+
+def test_explicit_settings_win_over_the_profile(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("profile: full\nmodels:\n  candidates: [logistic, xgboost]\n")
+    cfg = load_config(path)
+    assert cfg.models.candidates == ["logistic", "xgboost"]
+    assert "lasso" in cfg.models.regressors  # the rest of the profile still applies
+
+
+def test_profile_from_the_environment(monkeypatch):
+    monkeypatch.setenv("COINCAST_PROFILE", "full")
+    assert "transformer" in load_config().models.candidates
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="default") as err:
+        load_config(profile="fast")
+    assert "full" in str(err.value)
+    assert profile_names() == ["default", "full"]
