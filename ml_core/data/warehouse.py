@@ -17,7 +17,10 @@ Example::
 from __future__ import annotations
 
 import logging
+import os
 import random
+import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -91,6 +94,67 @@ CREATE TABLE IF NOT EXISTS promotions (
     actor VARCHAR,
     run_id VARCHAR
 );
+CREATE TABLE IF NOT EXISTS alias_moves (
+    id VARCHAR PRIMARY KEY,
+    created_at TIMESTAMP NOT NULL,
+    model_name VARCHAR NOT NULL,
+    action VARCHAR NOT NULL,        -- 'promote' | 'reject' | 'rollback'
+    planned_json VARCHAR NOT NULL,  -- {alias: {"before": v | null, "after": v | null}}
+    status VARCHAR NOT NULL,        -- 'intent' | 'done' | 'reverted' | 'completed_by_repair' | 'superseded'
+    finished_at TIMESTAMP,
+    audit_id VARCHAR,               -- the promotions row that records the move
+    actor VARCHAR,
+    audit_json VARCHAR,             -- the audit row the move writes on completion
+    tags_json VARCHAR,              -- which version / run the decision tags go on
+    pid BIGINT,                     -- process that recorded the intent (repair skips live ones)
+    host VARCHAR
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    model_name VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    alias VARCHAR,            -- alias of the version at scoring time ('' when none)
+    symbol VARCHAR NOT NULL,
+    timeframe VARCHAR NOT NULL,
+    ts TIMESTAMP NOT NULL,
+    horizon INTEGER NOT NULL,
+    p_up DOUBLE,
+    exp_ret DOUBLE,
+    uncertainty DOUBLE,
+    regime VARCHAR,
+    scored_at TIMESTAMP NOT NULL,
+    flow_run_id VARCHAR,
+    PRIMARY KEY (model_name, model_version, symbol, ts, horizon)
+);
+CREATE TABLE IF NOT EXISTS monitor_metrics (
+    evaluation_id VARCHAR NOT NULL,
+    evaluated_at TIMESTAMP NOT NULL,
+    flow_run_id VARCHAR,
+    model_name VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    alias VARCHAR,            -- alias(es) of the version at evaluation time
+    horizon INTEGER NOT NULL, -- 0: mean over horizons (the row the rule reads)
+    window_start TIMESTAMP,
+    window_end TIMESTAMP,
+    n_outcomes BIGINT,
+    auc DOUBLE, accuracy DOUBLE, brier DOUBLE, log_loss DOUBLE,
+    trading_return DOUBLE, bh_return DOUBLE,
+    previous_auc DOUBLE,      -- shadow AUC of `previous` on the same rows (champion rows)
+    breach BOOLEAN,           -- champion rows only; NULL when not decided
+    decision VARCHAR,
+    PRIMARY KEY (evaluation_id, model_version, horizon)
+);
+CREATE TABLE IF NOT EXISTS drift_metrics (
+    evaluation_id VARCHAR NOT NULL,
+    evaluated_at TIMESTAMP NOT NULL,
+    model_name VARCHAR NOT NULL,
+    feature VARCHAR NOT NULL,
+    psi DOUBLE, ks_stat DOUBLE, ks_pvalue DOUBLE,
+    n_reference BIGINT, n_live BIGINT,
+    reference_start TIMESTAMP, reference_end TIMESTAMP,
+    live_start TIMESTAMP, live_end TIMESTAMP,
+    drifted BOOLEAN,
+    PRIMARY KEY (evaluation_id, feature)
+);
 """
 
 
@@ -124,31 +188,60 @@ class Warehouse:
                 f"No warehouse at {self.path}. Run `coincast ingest PATH` (or `make run`) first."
             )
         con = self._open_with_retry(read_only=read_only)
+        held = _held_in_thread()
+        key = os.path.abspath(self.path)
+        held[key] = held.get(key, 0) + 1
         try:
             if not read_only:
                 con.execute(SCHEMA_SQL)
             yield con
         finally:
+            held[key] -= 1
             con.close()
 
     def _open_with_retry(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Connect, retrying with jittered exponential backoff up to ``lock_timeout_s``.
+
+        Transient: another process holds the file lock (DuckDB's IOException
+        "Could not set lock on file ... Conflicting lock is held in ... (PID n)";
+        read-only opens fail this way too while a writer is open), or another
+        thread of this process holds a connection in the other mode ("different
+        configuration"). The same thread holding one is a bug: fail at once.
+        """
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        mode = "read-only" if read_only else "read-write"
         deadline = time.monotonic() + self.lock_timeout_s
         attempt = 0
         while True:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                in_process = isinstance(exc, duckdb.ConnectionException)
+                if not _is_lock_conflict(exc):
+                    if in_process:
+                        raise
                     raise WarehouseError(
-                        f"Could not open warehouse {self.path} "
-                        f"({'read-only' if read_only else 'read-write'}): {exc}. "
-                        "Another coincast process may hold it; wait for it to finish."
+                        f"Could not open warehouse {self.path} ({mode}): {exc}"
+                    ) from exc
+                if in_process and _held_in_thread().get(os.path.abspath(self.path)):
+                    raise WarehouseError(
+                        f"Cannot open warehouse {self.path} {mode} while this thread holds "
+                        "a connection to it in the other mode; reuse that connection or "
+                        "close it first."
+                    ) from exc
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WarehouseError(
+                        f"Warehouse {self.path} stayed locked for {self.lock_timeout_s:g}s "
+                        f"({mode} open, {attempt + 1} attempts){_lock_holder(exc)}. Another "
+                        "coincast process (a retrain, monitor or ingest run) holds its write "
+                        "lock: wait for it to finish, or raise the lock timeout. "
+                        f"DuckDB said: {exc}"
                     ) from exc
                 delay = min(2.0, self.base_backoff_s * 2**attempt) * (0.5 + random.random())
                 log.debug("warehouse locked, retry %d in %.2fs", attempt, delay)
-                time.sleep(delay)
+                time.sleep(min(delay, remaining))
                 attempt += 1
 
     # ---- small read helpers used across the library ----
@@ -178,6 +271,28 @@ class Warehouse:
         with self.connect(read_only=True) as con:
             names = [r[0] for r in con.execute("SHOW TABLES").fetchall()]
             return {n: int(con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]) for n in names}
+
+
+_THREAD_STATE = threading.local()
+_LOCK_HOLDER = re.compile(r"lock is held in (?P<exe>.+?) \(PID (?P<pid>\d+)\)")
+
+
+def _held_in_thread() -> dict[str, int]:
+    """Open warehouse connections of the calling thread, by absolute path."""
+    if not hasattr(_THREAD_STATE, "held"):
+        _THREAD_STATE.held = {}
+    return _THREAD_STATE.held
+
+
+def _is_lock_conflict(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "different configuration" in text
+
+
+def _lock_holder(exc: Exception) -> str:
+    """', held by PID n (exe)' when DuckDB names the process holding the lock."""
+    found = _LOCK_HOLDER.search(str(exc))
+    return f", held by PID {found['pid']} ({found['exe']})" if found else ""
 
 
 def to_naive_utc(ts: pd.Timestamp | str) -> pd.Timestamp:

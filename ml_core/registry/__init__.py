@@ -4,6 +4,7 @@ The only part of ``ml_core`` that imports mlflow. Every entry point takes the
 tracking URI explicitly; nothing is configured at import time.
 """
 
+from ml_core.registry.moves import read_moves, repair_unfinished, unfinished_moves
 from ml_core.registry.promotion import (
     CHALLENGER,
     CHAMPION,
@@ -34,5 +35,8 @@ __all__ = [
     "mlflow_uri_scope",
     "pinned_requirements",
     "read_audit",
+    "read_moves",
+    "repair_unfinished",
     "rollback",
+    "unfinished_moves",
 ]
