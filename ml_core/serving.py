@@ -63,7 +63,13 @@ def collect_status(cfg: CoincastConfig) -> dict[str, Any]:
     from ml_core.registry.store import RegistryStore
 
     wh = Warehouse(cfg.warehouse_path)
-    info: dict[str, Any] = {"candles": None, "aliases": [], "decisions": [], "quarantine": 0}
+    info: dict[str, Any] = {
+        "candles": None,
+        "aliases": [],
+        "decisions": [],
+        "quarantine": 0,
+        "unfinished_moves": [],
+    }
     if wh.exists:
         with wh.connect(read_only=True) as con:
             info["candles"] = (
@@ -77,6 +83,19 @@ def collect_status(cfg: CoincastConfig) -> dict[str, Any]:
             )
             info["quarantine"] = int(con.execute("SELECT count(*) FROM quarantine").fetchone()[0])
         info["decisions"] = read_audit(wh, cfg.model_name, limit=5).to_dict(orient="records")
+        from ml_core.registry.moves import unfinished_moves
+
+        info["unfinished_moves"] = [
+            {
+                "id": m.id,
+                "created_at": m.created_at,
+                "action": m.action,
+                "actor": m.actor,
+                "pid": m.pid,
+                "planned": m.planned,
+            }
+            for m in unfinished_moves(wh, cfg.model_name)
+        ]
     store = RegistryStore(cfg.tracking_uri, cfg.model_name)
     if ((cfg.home / "mlflow.db").exists() or cfg.registry.tracking_uri) and store.exists():
         for alias, version in store.aliases().items():

@@ -1,0 +1,43 @@
+"""Flow `monitor`: realized metrics and drift of the stored predictions; automatic rollback."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.params import MonitorParams, RetrainParams
+from tasks.monitoring import (
+    drift_of_features,
+    evaluate_realized,
+    log_to_mlflow,
+    publish_monitor,
+    record_evaluation,
+    rollback_champion,
+)
+
+
+@flow(name="monitor", log_prints=True)
+def monitor_flow(params: MonitorParams = MonitorParams()) -> dict:  # noqa: B008 - typed default
+    """Judge the champion on realized outcomes; roll it back after M breaches in a row."""
+    cfg = params.load()
+    evaluation = evaluate_realized(cfg)
+    drift = drift_of_features(cfg, evaluation)
+    records = record_evaluation(cfg, evaluation, drift)
+    mlflow_run_id = log_to_mlflow(cfg, evaluation, drift)
+    publish_monitor(cfg, evaluation, drift)
+    rolled = {"rolled_back": False}
+    if params.allow_rollback and evaluation.decision and evaluation.decision.rollback:
+        rolled = rollback_champion(cfg, evaluation, mlflow_run_id)
+    if rolled["rolled_back"] and cfg.monitor.retrain_on_rollback:
+        from flows.retrain import retrain_flow
+
+        retrain_flow(
+            RetrainParams(**params.model_dump(include={"home", "config_path", "timeframe"}))
+        )
+    return {
+        **evaluation.summary(),
+        **records,
+        "mlflow_run_id": mlflow_run_id,
+        "n_drifted": int(drift["drifted"].sum()) if not drift.empty else 0,
+        "rolled_back": rolled["rolled_back"],
+        "rollback": rolled,
+    }
