@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 
-.PHONY: install run test test-fast lint bench lock clean
+.PHONY: install run test test-fast lint bench lock clean ui
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
@@ -39,6 +39,10 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## Prefect UI (127.0.0.1:4200), MLflow UI (127.0.0.1:5000) and the deployments; Ctrl-C stops all.
+ui: install
+	$(BIN)/coincast ui
 
 bench: install
 	$(PY) benchmarks/bench_features.py

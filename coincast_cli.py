@@ -39,8 +39,14 @@ TimeframeOpt = Annotated[
 ]
 
 
-def _config(home: Path | None, config: Path | None, timeframe: str | None = None) -> CoincastConfig:
-    overrides: dict[str, object] = {}
+def _config(
+    home: Path | None,
+    config: Path | None,
+    timeframe: str | None = None,
+    *,
+    profile: str | None = None,
+) -> CoincastConfig:
+    overrides: dict[str, object] = {"profile": profile}
     if home is not None:
         overrides["home"] = home
     if timeframe is not None:
@@ -198,10 +204,14 @@ def retrain(
     ingest_path: Annotated[
         list[Path] | None, typer.Option("--ingest", help="Files to ingest first.")
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", help="Settings profile: default, or full (the whole zoo)."),
+    ] = None,
 ) -> None:
     """Run the weekly retrain flow: validate, features, train, promote, report."""
     with _user_errors():
-        cfg = _config(home, config, timeframe)
+        cfg = _config(home, config, timeframe, profile=profile)
         from flows.params import RetrainParams
         from flows.retrain import retrain_flow
 
@@ -209,6 +219,7 @@ def retrain(
             home=str(cfg.home),
             config_path=str(config) if config else None,
             timeframe=cfg.data.timeframe,
+            profile=cfg.profile,
             ingest_paths=[str(p) for p in ingest_path or []],
         )
         summary = retrain_flow(params)
@@ -235,6 +246,61 @@ def _print_retrain(summary: dict) -> None:
         f"  Prefect UI: PREFECT_HOME={os.environ.get('PREFECT_HOME', '~/.prefect')} "
         "prefect server start --host 127.0.0.1  (then open http://127.0.0.1:4200)"
     )
+
+
+@app.command()
+def tune(
+    candidate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--candidate", "-c", help="Model to tune (repeatable; default tuning.models)."
+        ),
+    ] = None,
+    trials: Annotated[
+        int | None, typer.Option("--trials", "-n", min=1, help="New trials per study.")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=1, help="Seconds per study.")
+    ] = None,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    timeframe: TimeframeOpt = None,
+) -> None:
+    """Run the tune flow: Optuna studies on purged validation; the next retrain uses the best."""
+    with _user_errors():
+        cfg = _config(home, config, timeframe)
+        from flows.tune import TuneParams, tune_flow
+        from ml_core.models.tuning import check_tunable
+
+        check_tunable(candidate or cfg.tuning.models)  # fail before starting Prefect
+        summary = tune_flow(
+            TuneParams(
+                home=str(cfg.home),
+                config_path=str(config) if config else None,
+                timeframe=cfg.data.timeframe,
+                candidates=candidate or None,
+                n_trials=trials,
+                timeout_s=timeout,
+            )
+        )
+    table = Table(title=f"Tuned {summary['model_name']} (mean validation AUC over horizons)")
+    for col in ["study", "best val AUC", "new trials", "trials total", "best params"]:
+        table.add_column(col)
+    for s in summary["studies"]:
+        best = "-" if s["best_value"] is None else f"{s['best_value']:.4f}"
+        params = ", ".join(f"{k}={_short(v)}" for k, v in (s["best_params"] or {}).items())
+        table.add_row(
+            s["study_name"], best, str(s["n_trials_new"]), str(s["n_trials_total"]), params
+        )
+    console.print(table)
+    console.print(
+        f"  saved to {summary['tuned_params_path']} (used by the next `coincast retrain`)"
+    )
+    console.print(f"  MLflow run {summary['mlflow_run_id']} at {summary['tracking_uri']}")
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 @app.command()
@@ -299,6 +365,68 @@ def rollback(
 
 
 @app.command()
+def score(
+    symbol: Annotated[
+        list[str] | None, typer.Option("--symbol", help="Only these symbols (repeatable).")
+    ] = None,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    timeframe: TimeframeOpt = None,
+) -> None:
+    """Run the predict flow: score new bars with champion (+ shadows), store predictions."""
+    with _user_errors():
+        cfg = _config(home, config, timeframe)
+        from flows.params import PredictParams
+        from flows.predict import predict_flow
+
+        summary = predict_flow(
+            PredictParams(
+                home=str(cfg.home),
+                config_path=str(config) if config else None,
+                timeframe=cfg.data.timeframe,
+                symbols=symbol or None,
+            )
+        )
+    console.print(
+        f"Scored {summary['n_scored']:,} rows ({summary['n_written']:,} written) for "
+        f"{summary['n_symbols']} symbols from {summary['n_candles_read']:,} candle rows read."
+    )
+    for who, n in summary["scored_by_version"].items():
+        console.print(f"  {who}: {n:,} rows")
+
+
+@app.command()
+def monitor(
+    no_rollback: Annotated[
+        bool, typer.Option("--no-rollback", help="Report only; never move the champion.")
+    ] = False,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    timeframe: TimeframeOpt = None,
+) -> None:
+    """Run the monitor flow: realized metrics, drift, automatic rollback on breach."""
+    with _user_errors():
+        cfg = _config(home, config, timeframe)
+        from flows.monitor import monitor_flow
+        from flows.params import MonitorParams
+
+        out = monitor_flow(
+            MonitorParams(
+                home=str(cfg.home),
+                config_path=str(config) if config else None,
+                timeframe=cfg.data.timeframe,
+                allow_rollback=not no_rollback,
+            )
+        )
+    console.print(
+        f"Monitor {out['model_name']}: {out['n_outcomes']:,} realized outcomes "
+        f"({out['window_start']} .. {out['window_end']}), {out['n_drifted']} drifted feature(s)."
+    )
+    verdict = "[bold red]ROLLED BACK[/]" if out["rolled_back"] else "no rollback"
+    console.print(f"  {verdict}: {out['reason']}")
+
+
+@app.command()
 def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeOpt = None) -> None:
     """Warehouse contents, champion / challenger / previous and the last decisions."""
     from ml_core.serving import collect_status
@@ -345,8 +473,76 @@ def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeO
                 str(r["reason"])[:90],
             )
         console.print(t)
+    if info.get("unfinished_moves"):
+        t = Table(title="Unfinished alias moves (the next promote / rollback repairs them)")
+        for col in ["since (UTC)", "action", "actor", "pid", "planned"]:
+            t.add_column(col)
+        for m in info["unfinished_moves"]:
+            planned = ", ".join(f"{a}: {b}->{v}" for a, (b, v) in m["planned"].items())
+            t.add_row(str(m["created_at"])[:19], m["action"], m["actor"], str(m["pid"]), planned)
+        console.print(t)
     if info.get("report"):
         console.print(f"Latest report: {info['report']}")
+
+
+@app.command()
+def serve(
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    timeframe: TimeframeOpt = None,
+    limit: Annotated[int | None, typer.Option(help="Most flow runs at the same time.")] = None,
+    work_pool: Annotated[
+        str | None,
+        typer.Option(help="Register in this work pool for `prefect worker` instead of serving."),
+    ] = None,
+) -> None:
+    """Register the deployments (weekly retrain, daily predict/monitor, ...) and run them.
+
+    Serves against the Prefect server in PREFECT_API_URL; blocks until Ctrl-C.
+    """
+    from deployments import register_in_work_pool
+    from deployments import serve as serve_deployments
+
+    with _user_errors():
+        cfg = _config(home, config, timeframe)
+        config_path = str(config.resolve()) if config else None
+        if work_pool:
+            for name in register_in_work_pool(cfg, work_pool, config_path):
+                console.print(f"registered {name} in work pool {work_pool}")
+            return
+        serve_deployments(cfg, config_path, limit=limit)
+
+
+@app.command()
+def ui(
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    prefect_port: Annotated[int | None, typer.Option(help="Prefect UI/API port.")] = None,
+    mlflow_port: Annotated[int | None, typer.Option(help="MLflow UI port.")] = None,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Servers only.")] = False,
+) -> None:
+    """Start the Prefect server, the MLflow UI and the deployment server on 127.0.0.1.
+
+    Prints the URLs; Ctrl-C stops all of them.
+    """
+    from deployments.servers import run_ui
+
+    with _user_errors():
+        cfg = _config(home, config)
+        ports = {"prefect_port": prefect_port, "mlflow_port": mlflow_port}
+        cfg = cfg.model_copy(
+            update={
+                "deployments": cfg.deployments.model_copy(
+                    update={k: v for k, v in ports.items() if v is not None}
+                )
+            }
+        )
+        run_ui(
+            cfg,
+            str(config.resolve()) if config else None,
+            serve=not no_serve,
+            echo=console.print,
+        )
 
 
 def _version(value: object) -> str:
