@@ -118,6 +118,15 @@ DETAILS_METHOD = "predict_frame_details"
 MODEL_FACTORIES: dict[str, str] = {
     "logistic": "ml_core.models.linear:logistic_from_config",
     "lightgbm": "ml_core.models.trees:lightgbm_from_config",
+    "stacking": "ml_core.models.ensemble:stacking_from_config",
+    "regime_ensemble": "ml_core.models.ensemble:regime_ensemble_from_config",
+    "online_ensemble": "ml_core.models.ensemble:online_ensemble_from_config",
+    "xgboost": "ml_core.models.trees:xgboost_from_config",
+    "random_forest": "ml_core.models.trees:random_forest_from_config",
+    "lstm": "ml_core.models.sequence.lstm:lstm_from_config",
+    "attention_lstm": "ml_core.models.sequence.attention_lstm:attention_lstm_from_config",
+    "transformer": "ml_core.models.sequence.transformer:transformer_from_config",
+    "multiscale_lstm": "ml_core.models.sequence.multiscale:multiscale_lstm_from_config",
 }
 
 #: Columns carried beside the scaled features into a FrameModel (when the frame has them).

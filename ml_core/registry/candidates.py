@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ml_core.errors import RegistryError
+from ml_core.evaluation.regression import return_model_metrics
 from ml_core.models.training import CandidateResult
 from ml_core.registry.store import ModelVersionInfo, log_pipeline
 from ml_core.registry.tracking import TrackingContext
@@ -65,6 +66,9 @@ def record_training(
         tracking.log_params(params)
         tracking.log_text(baselines.to_csv(index=False), "baselines_test.csv")
         tracking.log_text(split_summary.to_csv(index=False), "split_summary.csv")
+        if not best.regression_metrics.empty:  # return models (shared by all candidates)
+            tracking.log_text(best.regression_metrics.to_csv(index=False), "return_models.csv")
+            tracking.log_metrics(return_model_metrics(best.regression_metrics))
         regime = best.pipeline.regime_model
         if regime is not None:
             tracking.log_text(regime.transition_matrix().to_csv(), "regime_transition_matrix.csv")
@@ -79,9 +83,13 @@ def record_training(
         for r in results:
             with tracking.start_run(f"candidate-{r.name}", nested=True) as run_id:
                 runs[r.name] = run_id
-                tracking.log_params(
-                    {"candidate": r.name, **r.pipeline.models[r.pipeline.horizons[0]].params()}
+                pipe = r.pipeline
+                model = (
+                    pipe.frame_model
+                    if pipe.frame_model is not None
+                    else pipe.models[pipe.horizons[0]]
                 )
+                tracking.log_params({"candidate": r.name, **model.params()})
                 tracking.log_metrics(candidate_metrics(r))
                 tracking.log_text(r.test_metrics.to_csv(index=False), "test_metrics.csv")
                 tracking.log_text(r.val_metrics.to_csv(index=False), "val_metrics.csv")
