@@ -2,7 +2,9 @@
 
 The best candidate is chosen on **validation** AUC; test metrics are reported
 and used by the promotion gate, never for selection, so the numbers that
-decide a promotion come from time the selection never looked at.
+decide a promotion come from time the selection never looked at. The same
+holds for the return models (target ``ret_h``): chosen on validation RMSE,
+reported on test beside the zero-return and last-return baselines.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ml_core.config import CoincastConfig, EvaluationConfig
+from ml_core.config import CoincastConfig, EvaluationConfig, ModelConfig
 from ml_core.errors import CoincastError
-from ml_core.models.pipeline import CandlePipeline, fit_pipeline
+from ml_core.models.base import ReturnModel
+from ml_core.models.pipeline import CandlePipeline, _recent, fit_pipeline
 from ml_core.regime.hmm import RegimeModel
 from ml_core.validation.split import SplitParts
 
@@ -34,6 +37,9 @@ class CandidateResult:
     test_probs: dict[int, np.ndarray]
     fit_seconds: float
     test_sliced_metrics: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: Return models on val and test beside the baselines (``score_return_models`` rows
+    #: plus ``split`` and ``selected``); shared by all candidates (same regressors).
+    regression_metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def val_auc(self) -> float:
@@ -99,7 +105,13 @@ def slice_all(frame: pd.DataFrame, probs: dict[int, np.ndarray]) -> dict[str, pd
 def train_candidates(
     parts: SplitParts, cfg: CoincastConfig, regime_model: RegimeModel | None = None
 ) -> list[CandidateResult]:
-    """Fit and score each candidate of ``cfg.models.candidates``."""
+    """Fit and score each candidate of ``cfg.models.candidates``.
+
+    Then the return models of ``cfg.models.regressors`` are fitted once (every
+    candidate's scaler is fit on the same rows, so one set serves all), the best
+    per horizon on validation RMSE becomes every pipeline's ``return_models``
+    (its ``exp_ret``), and the table lands in each ``regression_metrics``.
+    """
     results = []
     for name in cfg.models.candidates:
         start = time.perf_counter()
@@ -133,6 +145,13 @@ def train_candidates(
             fit_s,
         )
         results.append(result)
+    if cfg.models.regressors and results:
+        fitted, table = fit_return_models(
+            parts, results[0].pipeline, cfg.models, horizons=list(cfg.horizons)
+        )
+        for r in results:
+            _attach_return_models(r.pipeline, results[0].pipeline, fitted)
+            r.regression_metrics = table
     return results
 
 
@@ -141,3 +160,100 @@ def select_best(results: list[CandidateResult]) -> CandidateResult:
     if not results:
         raise CoincastError("No candidates were trained; set models.candidates in the config.")
     return max(results, key=lambda r: np.nan_to_num(r.val_auc, nan=-1.0))
+
+
+def fit_return_models(
+    parts: SplitParts, pipe: CandlePipeline, model_cfg: ModelConfig, *, horizons: list[int]
+) -> tuple[dict[int, ReturnModel], pd.DataFrame]:
+    """Fit every ``model_cfg.regressors`` per horizon; keep the best on validation RMSE.
+
+    Training rows are the pipeline's (the most recent ``max_train_rows``), scaled
+    by its scaler, restricted per horizon to rows with a ``ret_h`` label. The
+    choice is made **per horizon**: return scales grow with the horizon, so a
+    mean RMSE over horizons would be decided by the longest one, and the
+    pipeline holds one return model per horizon anyway. Test rows are scored
+    after the choice, beside the zero-return and last-return baselines.
+    Returns ``({h: chosen model}, table)``; the table has one row per (split,
+    horizon, model) with ``selected`` marking the chosen ones.
+    """
+    from ml_core.evaluation.regression import score_return_models
+    from ml_core.models.regression import make_return_model
+
+    train = _recent(parts.train, model_cfg.max_train_rows)
+    x_train = pipe.scaler.transform(train)
+    has_val = not parts.val.empty
+    x_val = pipe.scaler.transform(parts.val) if has_val else None
+    x_test = pipe.scaler.transform(parts.test) if not parts.test.empty else None
+    fitted: dict[str, dict[int, ReturnModel]] = {name: {} for name in model_cfg.regressors}
+    for h in horizons:
+        ok = train[f"ret_{h}"].notna().to_numpy()
+        x_v = y_v = None
+        if x_val is not None:
+            ok_v = parts.val[f"ret_{h}"].notna().to_numpy()
+            x_v, y_v = x_val[ok_v], parts.val.loc[ok_v, f"ret_{h}"].to_numpy(dtype=float)
+        y = train.loc[ok, f"ret_{h}"].to_numpy(dtype=float)
+        for name in model_cfg.regressors:
+            start = time.perf_counter()
+            fitted[name][h] = make_return_model(name, model_cfg).fit(x_train[ok], y, x_v, y_v)
+            log.info(
+                "return model %s h=%d: %d rows, %.1fs",
+                name,
+                h,
+                int(ok.sum()),
+                time.perf_counter() - start,
+            )
+    tables = []
+    for split, frame, x in (("val", parts.val, x_val), ("test", parts.test, x_test)):
+        if x is None:
+            continue
+        preds = {n: {h: m.predict(x) for h, m in per_h.items()} for n, per_h in fitted.items()}
+        tables.append(score_return_models(frame, preds, horizons).assign(split=split))
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    chosen = _choose_per_horizon(table, model_cfg.regressors, horizons)
+    if not table.empty:
+        picked = table["horizon"].map(lambda h: chosen.get(int(h)))
+        table = table.assign(selected=table["model"] == picked)
+        lead = ["split", "horizon", "model"]
+        table = table[lead + [c for c in table.columns if c not in lead]]
+    for h, name in chosen.items():
+        log.info("return model for h=%d: %s (best validation RMSE)", h, name)
+    return {h: fitted[name][h] for h, name in chosen.items()}, table
+
+
+def _choose_per_horizon(
+    table: pd.DataFrame, names: list[str], horizons: list[int]
+) -> dict[int, str]:
+    """Lowest validation RMSE per horizon (ties and no validation: first configured)."""
+    if table.empty or "val" not in set(table["split"]):
+        return dict.fromkeys(horizons, names[0])
+    val = table[(table["split"] == "val") & table["model"].isin(names)]
+    out = {}
+    for h in horizons:
+        rmse = val[val["horizon"] == h].set_index("model")["rmse"]
+        scores = [np.nan_to_num(rmse.get(n, np.nan), nan=np.inf) for n in names]
+        out[h] = names[int(np.argmin(scores))]
+    return out
+
+
+def _attach_return_models(
+    pipe: CandlePipeline, fitted_on: CandlePipeline, models: dict[int, ReturnModel]
+) -> None:
+    """Give ``pipe`` the return models fitted on ``fitted_on``'s scaled features."""
+    if pipe is not fitted_on and not _same_scaling(pipe, fitted_on):
+        raise CoincastError(
+            f"Candidate {pipe.candidate!r} scales features differently from "
+            f"{fitted_on.candidate!r}; return models fitted on one cannot serve the other. "
+            "Fit every candidate on the same parts and max_train_rows."
+        )
+    pipe.return_models = dict(models)
+
+
+def _same_scaling(a: CandlePipeline, b: CandlePipeline) -> bool:
+    sa, sb = a.scaler, b.scaler
+    return (
+        a.feature_columns == b.feature_columns
+        and sa.center_.equals(sb.center_)
+        and sa.scale_.equals(sb.scale_)
+        and sa.pooled_center_.equals(sb.pooled_center_)
+        and sa.pooled_scale_.equals(sb.pooled_scale_)
+    )

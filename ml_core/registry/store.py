@@ -57,10 +57,12 @@ REQUIRED_DISTRIBUTIONS = (
     "duckdb",
     "scikit-learn",
     "lightgbm",
+    "xgboost-cpu",
     "pyarrow",
     "cloudpickle",
     "pydantic",
     "pydantic-settings",
+    "torch",
 )
 _PIPELINE_ATTRS = ("feature_set", "timeframe", "horizons", "lookback_bars")
 

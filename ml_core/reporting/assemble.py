@@ -25,6 +25,7 @@ def build_run_report(
     eval_cfg: EvaluationConfig,
     timeframe: str,
     horizons: list[int],
+    extra_tables: list[tuple[str, str, pd.DataFrame]] | None = None,
 ) -> RunReport:
     """Metrics, equity curves, calibration and importance of every candidate on test."""
     test = parts.test
@@ -54,7 +55,11 @@ def build_run_report(
     summary["horizons (bars)"] = ", ".join(str(h) for h in horizons)
     summary["fees (bps per turnover)"] = eval_cfg.fee_bps
     extra = [_sliced_table(results, column) for column in SLICE_NOTES]
-    extra = [t for t in extra if t is not None]
+    extra = [t for t in extra if t is not None] + list(extra_tables or [])
+    if not best.regression_metrics.empty:
+        from ml_core.evaluation.regression import REPORT_NOTE, REPORT_TITLE, report_table
+
+        extra.append((REPORT_TITLE, REPORT_NOTE, report_table(best.regression_metrics)))
     regime_model = best.pipeline.regime_model
     if regime_model is not None:
         tm = regime_model.transition_matrix().reset_index(names="from \\ to")
