@@ -39,6 +39,7 @@ def retrain_flow(params: RetrainParams = RetrainParams()) -> dict:  # noqa: B008
         challenger_version=trained.registered["version"],
         actor="retrain",
         run_id=trained.registered["run_id"],
+        selection=trained.selection,
     )
     decision["candidate"] = trained.registered["candidate"]
     report = write_run_report(
@@ -48,6 +49,7 @@ def retrain_flow(params: RetrainParams = RetrainParams()) -> dict:  # noqa: B008
         trained.baselines,
         decision,
         trained.registered["run_id"],
+        extra_tables=trained.extra_tables,
     )
     return {
         "model_name": cfg.model_name,

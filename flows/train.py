@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 from prefect import flow
@@ -11,9 +11,16 @@ from flows.params import RunParams
 from ml_core.models.training import CandidateResult
 from ml_core.validation.split import SplitParts
 from tasks.features import load_model_frame, split_frame
-from tasks.registry import register_best
+from tasks.registry import overfitting_stats, register_best
 from tasks.reporting import publish_metrics
-from tasks.training import baseline_metrics, fit_candidates, fit_regime_model, with_regimes
+from tasks.training import (
+    baseline_metrics,
+    fit_candidates,
+    fit_regime_model,
+    triple_barrier_target,
+    with_regimes,
+)
+from tasks.tuning import apply_tuning, record_applied_tuning
 
 
 @dataclass
@@ -22,18 +29,23 @@ class TrainOutcome:
     results: list[CandidateResult]
     baselines: pd.DataFrame
     registered: dict
+    selection: dict | None = None
+    extra_tables: list = field(default_factory=list)
 
 
 @flow(name="train", log_prints=True)
 def train_flow(params: RunParams) -> TrainOutcome:
     """Fit every configured candidate on held-out time and register the best one."""
-    cfg = params.load()
+    cfg, tuned = apply_tuning(params.load())  # tuned params of the `tune` flow, if any
     frame = load_model_frame(cfg)
     parts = split_frame(cfg, frame)
     regime_model = fit_regime_model(cfg, parts)
     parts = with_regimes(parts, regime_model)
     baselines = baseline_metrics(cfg, parts)
     results = fit_candidates(cfg, parts, regime_model)
+    triple_barrier = triple_barrier_target(cfg, parts, regime_model)
     publish_metrics(cfg, results, baselines)
     registered = register_best(cfg, results, baselines, parts)
-    return TrainOutcome(parts, results, baselines, registered)
+    record_applied_tuning(cfg, tuned, registered["run_id"])
+    selection = overfitting_stats(cfg, parts, results)
+    return TrainOutcome(parts, results, baselines, registered, selection, triple_barrier)

@@ -81,6 +81,7 @@ def write_run_report(
     baselines: pd.DataFrame,
     decision: dict,
     run_id: str | None,
+    extra_tables: list[tuple[str, str, pd.DataFrame]] | None = None,
 ) -> Path:
     """The HTML report in COINCAST_HOME/reports, also logged to the MLflow run."""
     report = build_run_report(
@@ -92,6 +93,7 @@ def write_run_report(
         eval_cfg=cfg.evaluation,
         timeframe=cfg.data.timeframe,
         horizons=cfg.horizons,
+        extra_tables=extra_tables or [],
     )
     path = write_report(report, cfg.reports_dir / cfg.model_name)
     if run_id:

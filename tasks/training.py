@@ -65,3 +65,45 @@ def fit_candidates(
             r.fit_seconds,
         )
     return results
+
+
+@task(name="triple-barrier-target", cache_policy=NONE)
+def triple_barrier_target(
+    cfg: CoincastConfig, parts: SplitParts, regime_model: RegimeModel | None = None
+) -> list[tuple[str, str, pd.DataFrame]]:
+    """SELL / HOLD / BUY classifier on the triple-barrier labels, scored on test.
+
+    Returns report sections (empty when ``labels.triple_barrier.enabled`` is off).
+    """
+    from ml_core.features import FEATURE_COLUMNS
+    from ml_core.models.multiclass import fit_triple_barrier
+    from ml_core.models.pipeline import regime_columns
+    from tasks.artifacts import publish_table
+
+    tb = cfg.labels.triple_barrier
+    if not tb.enabled:
+        return []
+    result = fit_triple_barrier(
+        parts,
+        horizons=cfg.horizons,
+        feature_columns=list(FEATURE_COLUMNS) + regime_columns(regime_model),
+        cfg=tb,
+        seed=cfg.models.seed,
+    )
+    cols = ["model", "horizon", "n", "balanced_accuracy", "macro_f1", "accuracy", "log_loss"]
+    cols += ["share_sell", "share_hold", "share_buy"]
+    table = result.metrics[[c for c in cols if c in result.metrics.columns]]
+    note = (
+        f"3-class target tb_h (take-profit {tb.pt_mult} / stop-loss {tb.sl_mult} h-bar stds, "
+        f"vertical barrier h; touches by {tb.touch}); {tb.model} fit on train, scored on test. "
+        "HOLD dominates, so read balanced accuracy and macro F1 against the baselines."
+    )
+    publish_table(f"triple-barrier-{cfg.data.timeframe}", table, note)
+    best = table[table["model"] == tb.model]
+    get_run_logger().info(
+        "triple barrier (%s): mean test balanced accuracy %.4f over %d horizons",
+        tb.model,
+        float(best["balanced_accuracy"].mean()) if not best.empty else float("nan"),
+        len(best),
+    )
+    return [("Triple-barrier target: SELL / HOLD / BUY", note, table)]

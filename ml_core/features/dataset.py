@@ -19,6 +19,7 @@ from ml_core.config import CoincastConfig
 from ml_core.data.warehouse import Warehouse
 from ml_core.errors import DataContractError
 from ml_core.features.labels import build_model_frame
+from ml_core.features.triple_barrier import add_triple_barrier_labels
 from ml_core.quality.lifecycle import classify_lifecycle, trim_dead_tails
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,19 @@ def build_dataset(warehouse: Warehouse, cfg: CoincastConfig) -> Dataset:
         )
     finally:
         con.close()
+    if cfg.labels.triple_barrier.enabled:
+        frame = _with_triple_barrier(frame, candles, cfg)
     category = lifecycle.set_index("symbol")["category"]
     frame = frame.assign(lifecycle=frame["symbol"].map(category).astype(str))
     return Dataset(frame=frame, lifecycle=lifecycle, trimmed=trimmed_record)
+
+
+def _with_triple_barrier(
+    frame: pd.DataFrame, candles: pd.DataFrame, cfg: CoincastConfig
+) -> pd.DataFrame:
+    """``tb_h, tb_t1_h, tb_ret_h`` per horizon (intrabar touches need the candles' OHLC)."""
+    tb = cfg.labels.triple_barrier
+    bars = candles[["symbol", "ts", "open", "high", "low"]]
+    with_ohlc = frame.merge(bars, on=["symbol", "ts"], how="left", validate="one_to_one")
+    labelled = add_triple_barrier_labels(with_ohlc, cfg.horizons, tb)
+    return labelled.drop(columns=["open", "high", "low"])

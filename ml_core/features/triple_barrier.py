@@ -48,31 +48,14 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-from pydantic import BaseModel, Field
 
+from ml_core.config import TripleBarrierConfig
 from ml_core.errors import ConfigError, DataContractError
 from ml_core.features.windows import CHUNK_ELEMENTS, rolling_std
 
 Touch = Literal["high_low", "close"]
 
 #: Window elements compared per chunk (rows x horizon); bounds memory at a few MB.
-
-
-class TripleBarrierConfig(BaseModel):
-    """Triple-barrier label settings (to move into ``ml_core.config`` later)."""
-
-    pt_mult: float | None = Field(
-        default=2.0, gt=0, description="Take-profit distance in h-bar stds; None = no barrier."
-    )
-    sl_mult: float | None = Field(
-        default=2.0, gt=0, description="Stop-loss distance in h-bar stds; None = no barrier."
-    )
-    vol_column: str | None = Field(
-        default="volatility_60",
-        description="Per-bar causal volatility column; None = computed from close.",
-    )
-    vol_window: int = Field(default=60, ge=2, description="Window when vol_column is None.")
-    touch: Touch = Field(default="high_low", description="'high_low' (intrabar) or 'close'.")
 
 
 def triple_barrier_columns(horizon: int) -> list[str]:
