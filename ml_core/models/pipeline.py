@@ -80,14 +80,22 @@ class CandlePipeline:
         x = self.scaler.transform(frame)
         return {h: self.models[h].predict_proba(x) for h in self.horizons}
 
-    def predict_details(self, frame: pd.DataFrame) -> dict[int, dict[str, np.ndarray]]:
-        """``p_up``, ``uncertainty`` and ``exp_ret`` per horizon (NaN where not modelled)."""
+    def predict_details(
+        self, frame: pd.DataFrame, rows: np.ndarray | None = None
+    ) -> dict[int, dict[str, np.ndarray]]:
+        """``p_up``, ``uncertainty`` and ``exp_ret`` per horizon (NaN where not modelled).
+
+        ``rows`` (positions) asks only for those rows; the others still serve
+        as history. Models that can (``scores_rows``) skip the rest, which may
+        then come back NaN.
+        """
         frame = self.with_regime_features(frame)
         n = len(frame)
         nan = np.full(n, np.nan)
         details_fn = getattr(self.frame_model, DETAILS_METHOD, None)
         if details_fn is not None and n:
-            raw = details_fn(self.scaled_frame(frame))
+            only = rows is not None and getattr(self.frame_model, "scores_rows", False)
+            raw = details_fn(self.scaled_frame(frame), **({"rows": rows} if only else {}))
             out = {
                 h: {k: np.asarray(v, dtype=float) for k, v in raw[h].items()} for h in self.horizons
             }
@@ -138,7 +146,11 @@ class CandlePipeline:
             grouped = feats.sort_values(["symbol", "ts"]).groupby("symbol", sort=True)
             feats = grouped.tail(self.history_bars + 1)
         feats = feats.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
-        details = self.predict_details(feats)
+        rows = None
+        if latest_only:  # sequence models: score the last bar, read the rest as history
+            last = feats.groupby("symbol")["ts"].transform("max")
+            rows = np.flatnonzero((feats["ts"] == last).to_numpy())
+        details = self.predict_details(feats, rows=rows)
         out = [
             pd.DataFrame(
                 {
