@@ -47,6 +47,11 @@ ui: install
 bench: install
 	$(PY) benchmarks/bench_features.py
 	$(PY) benchmarks/bench_retrain.py
+	$(PY) benchmarks/bench_validation.py
+	$(PY) benchmarks/bench_gate.py
+	$(PY) benchmarks/bench_trees.py
+	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/bench_predict.py
 
 ## Re-resolve requirements.in into requirements.lock (needs the package index).
 lock:
