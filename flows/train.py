@@ -20,7 +20,7 @@ from tasks.training import (
     triple_barrier_target,
     with_regimes,
 )
-from tasks.tuning import apply_tuning, record_applied_tuning
+from tasks.tuning import apply_tuning, record_applied_tuning, tuned_trials
 
 
 @dataclass
@@ -47,5 +47,6 @@ def train_flow(params: RunParams) -> TrainOutcome:
     publish_metrics(cfg, results, baselines)
     registered = register_best(cfg, results, baselines, parts)
     record_applied_tuning(cfg, tuned, registered["run_id"])
-    selection = overfitting_stats(cfg, parts, results)
+    # Optuna trials tried for these candidates count as configurations too (deflated Sharpe)
+    selection = overfitting_stats(cfg, parts, results, n_trials_extra=tuned_trials(cfg))
     return TrainOutcome(parts, results, baselines, registered, selection, triple_barrier)

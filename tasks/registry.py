@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from ml_core.config import CoincastConfig
 from ml_core.data.warehouse import Warehouse
-from ml_core.evaluation.gate import decide_promotion
+from ml_core.evaluation.gate import (
+    CHALLENGER,
+    CHAMPION,
+    SelectionStats,
+    decide_promotion,
+    selection_overfitting,
+)
 from ml_core.models.training import CandidateResult, score_probabilities, select_best
 from ml_core.registry.candidates import record_training
 from ml_core.registry.promotion import Decision, apply_decision
 from ml_core.registry.store import RegistryStore
 from ml_core.registry.tracking import TrackingContext
+from ml_core.validation.cpcv_eval import CPCVEvaluation, evaluate_on_cpcv
 from ml_core.validation.split import SplitParts
 
 
@@ -92,6 +101,83 @@ def rescore(cfg: CoincastConfig, parts: SplitParts, version: str) -> pd.DataFram
     return metrics
 
 
+@task(name="selection-overfitting", cache_policy=NONE)
+def overfitting_stats(
+    cfg: CoincastConfig,
+    parts: SplitParts,
+    results: list[CandidateResult],
+    n_trials_extra: int = 0,
+) -> dict:
+    """PBO of choosing among this retrain's candidates and the chosen one's deflated Sharpe.
+
+    Returned as a plain dict (``SelectionStats`` fields) so it can travel as a flow parameter.
+    """
+    stats = selection_overfitting(
+        parts,
+        results,
+        chosen=select_best(results).name,
+        horizons=cfg.horizons,
+        gate=cfg.registry.gate,
+        eval_cfg=cfg.evaluation,
+        timeframe=cfg.data.timeframe,
+        n_trials_extra=n_trials_extra,
+    )
+    pbo = "n/a" if stats.pbo is None else f"{stats.pbo:.3f}"
+    get_run_logger().info(
+        "selection: PBO %s over %d trials (%d periods), DSR %s",
+        pbo,
+        stats.n_trials,
+        stats.n_periods,
+        stats.dsr,
+    )
+    return asdict(stats)
+
+
+@task(name="cpcv-compare", cache_policy=NONE)
+def cpcv_compare(
+    cfg: CoincastConfig, parts: SplitParts, challenger_version: str, champion_version: str | None
+) -> CPCVEvaluation | None:
+    """Refit the challenger's (and champion's) configuration on the same CPCV splits.
+
+    None under gate v1. The development rows are the train and validation parts.
+    """
+    gate = cfg.registry.gate
+    if gate.gate_version == 1:
+        return None
+    store = RegistryStore(cfg.tracking_uri, cfg.model_name)
+    pipelines = {CHALLENGER: store.load_pipeline(challenger_version)}
+    if champion_version is not None and champion_version != challenger_version:
+        pipelines[CHAMPION] = store.load_pipeline(champion_version)
+    horizons = [h for h in cfg.horizons if h in (gate.cpcv_horizons or cfg.horizons)]
+    if not horizons:
+        from ml_core.errors import ConfigError
+
+        raise ConfigError(
+            f"registry.gate.cpcv_horizons={gate.cpcv_horizons} holds none of the label horizons "
+            f"{cfg.horizons}; pick some of them, or None for all."
+        )
+    result = evaluate_on_cpcv(
+        pd.concat([parts.train, parts.val], ignore_index=True),
+        pipelines,
+        horizons=horizons,
+        n_groups=gate.cpcv_groups,
+        n_test_groups=gate.cpcv_test_groups,
+        embargo=gate.cpcv_embargo,
+        max_train_rows=gate.cpcv_max_train_rows,
+        blocks_per_group=gate.cpcv_blocks_per_group,
+        inner_val_frac=gate.cpcv_inner_val_frac,
+    )
+    logger = get_run_logger()
+    for name in result.configs:
+        logger.info(
+            "CPCV %s: path AUCs %s (%.1fs)",
+            name,
+            result.summary(name)["path_auc"],
+            result.fit_seconds[name],
+        )
+    return result
+
+
 @task(name="decide-and-apply", cache_policy=NONE)
 def decide_and_apply(
     cfg: CoincastConfig,
@@ -103,10 +189,17 @@ def decide_and_apply(
     baselines: pd.DataFrame,
     actor: str,
     run_id: str | None = None,
+    cpcv: CPCVEvaluation | None = None,
+    selection: dict | None = None,
 ) -> dict:
-    """Gate v1, then move aliases and write the audit row (table, MLflow tags)."""
+    """The configured gate (v1, or v2 with CPCV and PBO), then aliases and the audit row."""
     gate = decide_promotion(
-        challenger=challenger, baselines=baselines, champion=champion, cfg=cfg.registry
+        challenger=challenger,
+        baselines=baselines,
+        champion=champion,
+        cfg=cfg.registry,
+        cpcv=cpcv,
+        selection=_selection(selection),
     )
     store = RegistryStore(cfg.tracking_uri, cfg.model_name)
     decision = Decision(
@@ -119,3 +212,11 @@ def decide_and_apply(
     row = apply_decision(store, Warehouse(cfg.warehouse_path), decision, actor=actor, run_id=run_id)
     get_run_logger().info(decision.summary())
     return {**row, "promote": gate.promote, "metrics": gate.metrics}
+
+
+def _selection(values: dict | None) -> SelectionStats | None:
+    """``SelectionStats`` back from its dict (horizon keys may arrive as strings)."""
+    if values is None:
+        return None
+    dsr = {int(h): v for h, v in dict(values.get("dsr_by_horizon") or {}).items()}
+    return SelectionStats(**{**values, "dsr_by_horizon": dsr})

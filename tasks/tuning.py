@@ -159,3 +159,11 @@ def apply_tuning(cfg: CoincastConfig) -> tuple[CoincastConfig, dict]:
 def record_applied_tuning(cfg: CoincastConfig, applied: dict, run_id: str) -> None:
     """Tuned params a retrain used, as params of its MLflow train run."""
     log_applied_tuning(cfg.tracking_uri, run_id, applied)
+
+
+@task(name="count-tuning-trials", cache_policy=NONE)
+def tuned_trials(cfg: CoincastConfig) -> int:
+    """Finished Optuna trials of this data set's candidates (0 without tuning)."""
+    from ml_core.models.tuning import tuned_trial_count
+
+    return sum(tuned_trial_count(cfg, candidate=name) for name in cfg.models.candidates)

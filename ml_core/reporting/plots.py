@@ -230,3 +230,47 @@ def plot_feature_importance(importance: pd.Series | None, top_n: int = 20) -> by
     ax.tick_params(labelsize=7)
     ax.grid(axis="x", alpha=0.3)
     return figure_to_png(fig)
+
+
+def plot_cpcv_paths(
+    path_aucs: Mapping[str, Sequence[float]], reference: float | None = 0.5
+) -> bytes | None:
+    """Box plot of the CPCV path AUCs per configuration (e.g. challenger vs champion),
+    each path drawn as a dot on its box, with a reference line (0.5: a coin flip)."""
+    data = {
+        name: np.asarray(values, dtype=float)[np.isfinite(np.asarray(values, dtype=float))]
+        for name, values in path_aucs.items()
+        if values is not None and len(values)
+    }
+    data = {name: values for name, values in data.items() if values.size}
+    if not data:
+        return None
+    fig = new_figure(5.2, 3.0)
+    ax = fig.subplots()
+    names = list(data)
+    ax.boxplot([data[n] for n in names], widths=0.5, showmeans=True)
+    for i, name in enumerate(names, start=1):
+        color = CANDIDATE_COLORS[(i - 1) % len(CANDIDATE_COLORS)]
+        jitter = np.linspace(-0.08, 0.08, data[name].size)
+        ax.scatter(i + jitter, data[name], s=14, color=color, zorder=3)
+    if reference is not None:
+        ax.axhline(reference, color="#444444", lw=1, ls=":")
+    ax.set_xticks(range(1, len(names) + 1), names)
+    ax.set_ylabel("path AUC (mean over horizons)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    return figure_to_png(fig)
+
+
+def cpcv_path_aucs(decision: Mapping[str, object]) -> dict[str, list[float]]:
+    """``{"challenger": [...], "champion": [...]}`` path AUCs from a gate v2 decision record
+    (its ``metrics`` keys ``cpcv_<name>_path_auc``); empty for a gate v1 decision."""
+    metrics = decision.get("metrics") or {}
+    if not isinstance(metrics, Mapping):
+        return {}
+    out: dict[str, list[float]] = {}
+    for name in ("challenger", "champion"):
+        values = metrics.get(f"cpcv_{name}_path_auc")
+        if isinstance(values, Sequence) and not isinstance(values, str) and len(values):
+            out[name] = [float("nan") if v is None else float(v) for v in values]
+    return out

@@ -217,6 +217,7 @@ def _images(report: RunReport, metrics: pd.DataFrame, baselines: set[str]) -> di
         "equity": plots.plot_equity_curves(report.equity_curves, report.buy_and_hold, baselines),
         "auc": plots.plot_metric_by_horizon(metrics, "auc", baselines, reference=0.5),
         "calibration": plots.plot_calibration(report.calibration),
+        "cpcv": plots.plot_cpcv_paths(plots.cpcv_path_aucs(report.decision)),
         "importance": plots.plot_feature_importance(report.feature_importance),
     }
     return {key: plots.png_data_uri(png) for key, png in pngs.items() if png is not None}
