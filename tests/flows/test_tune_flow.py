@@ -99,7 +99,8 @@ def test_tune_flow_persists_logs_publishes_and_train_applies(prefect_harness, ti
     home, cfg_path = tiny_home
     cfg = load_config(cfg_path)
     args = ["tune", "--home", str(home), "--config", str(cfg_path), "-c", "logistic", "-n", "2"]
-    result = CliRunner().invoke(app, args)
+    # a wide terminal: rich would otherwise truncate table cells with an ellipsis
+    result = CliRunner(env={"COLUMNS": "250"}).invoke(app, args)
     assert result.exit_code == 0, result.output
     output = result.output.replace("\n", "")  # rich may wrap long paths
     assert "coincast-logistic-all" in output and "tuned_params.json" in output
