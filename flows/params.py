@@ -45,6 +45,10 @@ class RetrainParams(RunParams):
         description="Files to ingest before retraining (none: use the warehouse).",
     )
 
+    def run_params(self) -> RunParams:
+        """The shared part (home, config file, timeframe, profile) for the sub-flows."""
+        return RunParams(**self.model_dump(include=set(RunParams.model_fields)))
+
 
 class PredictParams(RunParams):
     symbols: list[str] | None = Field(

@@ -6,7 +6,7 @@ from prefect import flow
 
 from flows.build_features import build_features_flow
 from flows.ingest import ingest_flow
-from flows.params import IngestParams, RetrainParams, RunParams
+from flows.params import IngestParams, RetrainParams
 from flows.promote import promote_flow
 from flows.train import train_flow
 from flows.validate import validate_flow
@@ -28,7 +28,7 @@ REPORTED_DECISION_KEYS = (
 def retrain_flow(params: RetrainParams = RetrainParams()) -> dict:  # noqa: B008 - typed default
     """Weekly retrain: new data in, a challenger trained, promoted only if better."""
     cfg = params.load()
-    run = RunParams(home=params.home, config_path=params.config_path, timeframe=params.timeframe)
+    run = params.run_params()
     if params.ingest_paths:
         ingest_flow(IngestParams(**run.model_dump(), paths=params.ingest_paths))
     validate_flow(run)

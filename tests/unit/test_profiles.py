@@ -41,3 +41,18 @@ def test_unknown_profile_lists_the_known_ones():
         load_config(profile="fast")
     assert "full" in str(err.value)
     assert profile_names() == ["default", "full"]
+
+
+def test_retrain_sub_flows_keep_every_run_setting(tmp_path):
+    from flows.params import RetrainParams, RunParams
+
+    params = RetrainParams(home=str(tmp_path), timeframe="1h", profile="full", ingest_paths=["x"])
+    run = params.run_params()
+    assert type(run) is RunParams
+    assert run.model_dump() == {
+        "home": str(tmp_path),
+        "config_path": None,
+        "timeframe": "1h",
+        "profile": "full",
+    }
+    assert "transformer" in run.load().models.candidates
