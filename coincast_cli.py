@@ -56,6 +56,16 @@ def _config(
     return cfg
 
 
+def _run_fields(cfg: CoincastConfig, config: Path | None) -> dict[str, str | None]:
+    """The ``RunParams`` fields of a flow started from the CLI (home, file, timeframe, profile)."""
+    return {
+        "home": str(cfg.home),
+        "config_path": str(config) if config else None,
+        "timeframe": cfg.data.timeframe,
+        "profile": cfg.profile,
+    }
+
+
 def _prefect_env(cfg: CoincastConfig) -> None:
     """Sensible Prefect defaults for a laptop; explicit settings always win."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -216,10 +226,7 @@ def retrain(
         from flows.retrain import retrain_flow
 
         params = RetrainParams(
-            home=str(cfg.home),
-            config_path=str(config) if config else None,
-            timeframe=cfg.data.timeframe,
-            profile=cfg.profile,
+            **_run_fields(cfg, config),
             ingest_paths=[str(p) for p in ingest_path or []],
         )
         summary = retrain_flow(params)
@@ -275,9 +282,7 @@ def tune(
         check_tunable(candidate or cfg.tuning.models)  # fail before starting Prefect
         summary = tune_flow(
             TuneParams(
-                home=str(cfg.home),
-                config_path=str(config) if config else None,
-                timeframe=cfg.data.timeframe,
+                **_run_fields(cfg, config),
                 candidates=candidate or None,
                 n_trials=trials,
                 timeout_s=timeout,
@@ -381,9 +386,7 @@ def score(
 
         summary = predict_flow(
             PredictParams(
-                home=str(cfg.home),
-                config_path=str(config) if config else None,
-                timeframe=cfg.data.timeframe,
+                **_run_fields(cfg, config),
                 symbols=symbol or None,
             )
         )
@@ -412,9 +415,7 @@ def monitor(
 
         out = monitor_flow(
             MonitorParams(
-                home=str(cfg.home),
-                config_path=str(config) if config else None,
-                timeframe=cfg.data.timeframe,
+                **_run_fields(cfg, config),
                 allow_rollback=not no_rollback,
             )
         )

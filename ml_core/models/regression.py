@@ -146,10 +146,8 @@ class LinearReturnModel(_ScaledTargetModel):
         return self
 
 
-class LightGBMReturnModel(_ScaledTargetModel):
-    """LightGBM regressor (L2), early-stopped on validation squared error."""
-
-    name = "lightgbm_reg"
+class _BoostedReturnModel(_ScaledTargetModel):
+    """Gradient-boosted regressor settings: early stopping on validation, threads."""
 
     def __init__(
         self,
@@ -162,6 +160,12 @@ class LightGBMReturnModel(_ScaledTargetModel):
         super().__init__(params=params, seed=seed)
         self.early_stopping_rounds = early_stopping_rounds
         self.n_jobs = n_jobs
+
+
+class LightGBMReturnModel(_BoostedReturnModel):
+    """LightGBM regressor (L2), early-stopped on validation squared error."""
+
+    name = "lightgbm_reg"
 
     def fit(
         self,
@@ -199,22 +203,10 @@ class LightGBMReturnModel(_ScaledTargetModel):
         return self.model_.predict(x, num_iteration=self.best_iteration_)
 
 
-class XGBoostReturnModel(_ScaledTargetModel):
+class XGBoostReturnModel(_BoostedReturnModel):
     """XGBoost ``hist`` regressor (squared error), early-stopped on validation RMSE."""
 
     name = "xgboost_reg"
-
-    def __init__(
-        self,
-        *,
-        params: dict[str, Any] | None = None,
-        early_stopping_rounds: int = 30,
-        seed: int = 42,
-        n_jobs: int = 2,
-    ) -> None:
-        super().__init__(params=params, seed=seed)
-        self.early_stopping_rounds = early_stopping_rounds
-        self.n_jobs = n_jobs
 
     def fit(
         self,
