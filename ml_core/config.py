@@ -156,8 +156,13 @@ class LabelConfig(BaseModel):
 
 
 class SplitConfig(BaseModel):
-    """Per-symbol chronological split."""
+    """Chronological train / validation / test split (calendar-aligned by default)."""
 
+    mode: Literal["calendar", "per_symbol"] = Field(
+        default="calendar",
+        description="calendar: parts cut at shared calendar dates for all symbols; per_symbol: "
+        "each symbol's own rows cut at the fractions (parts overlap in time across symbols).",
+    )
     train_frac: float = Field(default=0.6, gt=0, lt=1)
     val_frac: float = Field(default=0.2, gt=0, lt=1)
     test_frac: float = Field(default=0.2, gt=0, lt=1)
@@ -417,6 +422,25 @@ class GateConfig(BaseModel):
     pbo_threshold: float = Field(
         default=0.5, gt=0, le=1, description="Reject when PBO is at or above this."
     )
+    refresh_margin: float = Field(
+        default=0.02,
+        ge=0,
+        lt=0.5,
+        description="A refresh (the champion's recipe on newer data) is promoted when the lower "
+        "bound of its AUC difference to the champion on the newest unseen window is above "
+        "-refresh_margin (non-inferiority).",
+    )
+    skill_blocks: int = Field(
+        default=24,
+        ge=4,
+        description="Time blocks of the test window: units of the paired bootstrap against the "
+        "best naive baseline (per-horizon skill) and of the refresh comparison.",
+    )
+    skill_correction: Literal["bonferroni", "none"] = Field(
+        default="bonferroni",
+        description="Per-horizon skill tests at confidence 1 - (1 - confidence) / n_horizons "
+        "(bonferroni), so that testing many horizons does not let noise through.",
+    )
     pbo_periods: int = Field(default=64, ge=4, description="Time periods of the PBO matrix.")
     pbo_partitions: int = Field(default=16, ge=2, description="CSCV partitions S (even).")
 
@@ -456,6 +480,16 @@ class RegistryConfig(BaseModel):
         "the naive baselines; the decision then says the rule was skipped.",
     )
     gate: GateConfig = Field(default_factory=GateConfig)
+    final_fit: Literal["train", "train_val", "all"] = Field(
+        default="train",
+        description="What the served model is refit on after evaluation: train (the evaluated "
+        "fit itself), train_val, or all rows (the evaluated numbers stay in the record).",
+    )
+    policy: Literal["coincast", "latest"] = Field(
+        default="coincast",
+        description="coincast: the gate decides; latest: every new challenger is promoted "
+        "(the behaviour of most MLOps templates; for replays and comparisons).",
+    )
 
 
 CovarianceType = Literal["full", "diag", "spherical", "tied"]
@@ -591,6 +625,20 @@ class MonitorConfig(BaseModel):
     )
     initial_bars: int = Field(
         default=1440, ge=1, description="Bars per symbol scored by the first predict run."
+    )
+    detector: Literal["page_hinkley", "cusum", "off"] = Field(
+        default="page_hinkley",
+        description="Sequential change detector on the per-outcome paired loss difference "
+        "(champion minus previous, or minus the best naive baseline); an alarm rolls back.",
+    )
+    detector_delta: float = Field(
+        default=0.005, ge=0, description="Drift of the mean loss difference tolerated per outcome."
+    )
+    detector_threshold: float = Field(
+        default=25.0, gt=0, description="Alarm when the cumulative statistic exceeds this."
+    )
+    detector_min_outcomes: int = Field(
+        default=200, ge=1, description="Paired outcomes before the detector may alarm."
     )
     retrain_on_rollback: bool = Field(
         default=False, description="Run the retrain flow right after an automatic rollback."
