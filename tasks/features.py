@@ -56,17 +56,26 @@ def load_model_frame(cfg: CoincastConfig) -> pd.DataFrame:
 
 @task(name="split", cache_policy=NONE)
 def split_frame(cfg: CoincastConfig, frame: pd.DataFrame) -> SplitParts:
-    """Per-symbol chronological train/val/test with purge gaps."""
+    """Chronological train/val/test (shared calendar cuts by default) with purge gaps."""
     from ml_core.features import FEATURE_COLUMNS
 
     parts = chronological_split(
-        frame, horizons=cfg.horizons, cfg=cfg.split, complete_columns=list(FEATURE_COLUMNS)
+        frame,
+        horizons=cfg.horizons,
+        cfg=cfg.split,
+        complete_columns=list(FEATURE_COLUMNS),
+        timeframe=cfg.data.timeframe,
     )
-    get_run_logger().info(
-        "split: train %d / val %d / test %d rows (gap %d bars)",
+    logger = get_run_logger()
+    logger.info(
+        "split (%s): train %d / val %d / test %d rows (gap %d bars)%s",
+        parts.mode,
         len(parts.train),
         len(parts.val),
         len(parts.test),
         parts.gap_bars,
+        "".join(f"; {k} {v}" for k, v in parts.cut_ts.items()),
     )
+    for symbol, note in parts.notes.items():
+        logger.warning("split: symbol %s: %s", symbol, note)
     return parts
