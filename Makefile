@@ -24,8 +24,8 @@ install: $(STAMP)
 ## The main job: ingest the embedded sample, run the weekly retrain, show the champion.
 run: install
 	$(BIN)/coincast ingest data/sample_1m.parquet data/sample_1h.parquet data/sample_1d.parquet
-	$(BIN)/coincast retrain
-	$(BIN)/coincast status
+	$(BIN)/coincast retrain --timeframe 1h
+	$(BIN)/coincast status --timeframe 1h
 
 ## The whole test suite (import contracts, lint, unit, flow and end-to-end tests).
 test: install

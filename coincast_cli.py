@@ -233,6 +233,90 @@ def retrain(
     _print_retrain(summary)
 
 
+@app.command()
+def replay(
+    data: Annotated[Path, typer.Argument(help="Candle file (CSV/Parquet) or a warehouse.duckdb.")],
+    start: Annotated[str, typer.Option(help="First clock time, UTC (e.g. 2024-06-03).")],
+    end: Annotated[str | None, typer.Option(help="Last clock time (default: data end).")] = None,
+    weeks: Annotated[
+        int | None, typer.Option(min=1, help="Weekly cycles to replay (instead of --end).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("replay"),
+    policy: Annotated[
+        list[str] | None,
+        typer.Option("--policy", help="coincast, latest, frozen (repeatable; default all)."),
+    ] = None,
+    symbol: Annotated[
+        list[str] | None, typer.Option("--symbol", help="Only these symbols (repeatable).")
+    ] = None,
+    retrain_cron: Annotated[str | None, typer.Option(help="Weekly retrain cron.")] = None,
+    predict_cron: Annotated[str | None, typer.Option(help="Daily predict cron.")] = None,
+    monitor_cron: Annotated[str | None, typer.Option(help="Daily monitor cron.")] = None,
+    warmup_days: Annotated[
+        float, typer.Option(min=0, help="History days after start before retrain 1.")
+    ] = 0.0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start over in the output folder's homes.")
+    ] = False,
+    timeframe: TimeframeOpt = None,
+    config: ConfigOpt = None,
+    profile: Annotated[
+        str | None, typer.Option("--profile", help="Settings profile: default or full.")
+    ] = None,
+) -> None:
+    """Replay the weekly loop over history on the deployments' clock, one home per policy."""
+    from ml_core.replay.homes import POLICIES, check_policies
+
+    with _user_errors():
+        policies = check_policies(policy or list(POLICIES))  # fail before starting Prefect
+        os.environ.setdefault("PREFECT_HOME", str(out.resolve() / "prefect"))
+        cfg = _config(None, config, profile=profile)
+        from flows.replay import ReplayParams, replay_flow
+
+        summary = replay_flow(
+            ReplayParams(
+                data=str(data),
+                start=start,
+                end=end,
+                weeks=weeks,
+                out_dir=str(out),
+                timeframe=timeframe,
+                symbols=symbol or None,
+                policies=policies,
+                config_path=str(config) if config else None,
+                profile=cfg.profile,
+                weekly_retrain_cron=retrain_cron,
+                daily_predict_cron=predict_cron,
+                daily_monitor_cron=monitor_cron,
+                warmup_days=warmup_days,
+                overwrite=overwrite,
+            )
+        )
+    _print_replay(summary)
+
+
+def _print_replay(summary: dict) -> None:
+    title = f"Replay {summary['start']} .. {summary['end']} ({summary['n_steps']} clock steps)"
+    table = Table(title=title)
+    columns = ["policy", "weeks", "AUC", "log loss", "conf. hit", "return", "worse", "champions"]
+    for col in columns:
+        table.add_column(col)
+    for p in summary["policies"]:
+        ret = p["total_trading_return"]
+        table.add_row(
+            p["policy"],
+            str(p["weeks_scored"]),
+            *(_short(p[k]) for k in ("auc", "log_loss", "hit_rate_confident")),
+            "-" if ret != ret else f"{ret * 100:+.2f}%",
+            p["weeks_worse_than_baseline"],
+            p["champions"],
+        )
+    console.print(table)
+    console.print(f"  report: {summary['paths']['html']}")
+    console.print(f"  weekly CSV: {summary['paths']['csv']}")
+    console.print(f"  MLflow run {summary['mlflow_run_id']} at {summary['tracking_uri']}")
+
+
 def _print_retrain(summary: dict) -> None:
     d = summary["decision"]
     verdict = "[bold green]PROMOTED[/]" if d["promote"] else "[bold yellow]NOT PROMOTED[/]"
@@ -325,10 +409,19 @@ def predict(
     with _user_errors():
         cfg = _config(home, config, timeframe)
         preds = predict_latest(cfg, symbol=symbol, alias=alias)
-    if as_json:
-        sys.stdout.write(preds.to_json(orient="records", date_format="iso") + "\n")
+    if "edge" not in preds.columns:  # a model registered before per-horizon skill existed
+        preds["edge"] = True
+    no_edge = ~preds["edge"].astype(bool)
+    if as_json:  # a horizon without shown skill is served as "no edge", not as a number
+        served = preds.assign(
+            p_up=preds["p_up"].where(~no_edge), exp_ret=preds["exp_ret"].where(~no_edge)
+        )
+        sys.stdout.write(served.to_json(orient="records", date_format="iso") + "\n")
         return
-    wide = preds.pivot_table(index=["symbol", "ts"], columns="horizon", values="p_up").reset_index()
+    wide = preds.assign(p_up=preds["p_up"].where(~no_edge, -1.0)).pivot_table(
+        index=["symbol", "ts"], columns="horizon", values="p_up"
+    )
+    wide = wide.reset_index()
     table = Table(title=f"P(up) from {cfg.model_name}@{alias} (bars ahead, {cfg.data.timeframe})")
     table.add_column("symbol")
     table.add_column("latest candle (UTC)")
@@ -337,8 +430,17 @@ def predict(
         table.add_column(f"h={h}", justify="right")
     for _, row in wide.iterrows():
         ts = pd.Timestamp(row["ts"]).strftime("%Y-%m-%d %H:%M")
-        table.add_row(row["symbol"], ts, *[f"{row[h]:.3f}" for h in horizons])
+        table.add_row(row["symbol"], ts, *[_p_text(row[h]) for h in horizons])
     console.print(table)
+    if no_edge.any():
+        console.print(
+            "no edge: the champion showed no skill over the naive baselines at that horizon "
+            "(see `coincast status` and the report), so it serves no number there."
+        )
+
+
+def _p_text(p: float) -> str:
+    return "no edge" if p < 0 else f"{p:.3f}"
 
 
 @app.command()
@@ -450,7 +552,7 @@ def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeO
     if info.get("quarantine"):
         console.print(f"[yellow]Quarantined batches[/]: {info['quarantine']}")
     t = Table(title=f"Registry: {cfg.model_name} ({cfg.tracking_uri})")
-    for col in ["alias", "version", "candidate", "test AUC", "registered"]:
+    for col in ["alias", "version", "candidate", "test AUC", "served horizons", "fit on"]:
         t.add_column(col)
     for r in info["aliases"]:
         t.add_row(
@@ -458,7 +560,8 @@ def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeO
             r["version"],
             r.get("candidate", ""),
             r.get("test_auc", ""),
-            r.get("created", ""),
+            r.get("edge_horizons", ""),
+            r.get("final_fit", ""),
         )
     console.print(t if info["aliases"] else "No registered model yet: run `coincast retrain`.")
     if info["decisions"]:

@@ -1,4 +1,4 @@
-"""Flow `retrain`: the weekly chain of ingest, validate, build_features, train, promote."""
+"""Flow `retrain`: the weekly chain of ingest, validate, build_features, train, decide, register."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from prefect import flow
 from flows.build_features import build_features_flow
 from flows.ingest import ingest_flow
 from flows.params import IngestParams, RetrainParams
-from flows.promote import promote_flow
 from flows.train import train_flow
 from flows.validate import validate_flow
-from tasks.reporting import write_run_report
+from tasks.registry import apply_weekly, decide_weekly, load_champion, register_served
+from tasks.reporting import publish_decision, write_run_report
+from tasks.tuning import record_applied_tuning
 
 REPORTED_DECISION_KEYS = (
     "promote",
+    "kind",
     "reason",
     "candidate",
     "challenger_version",
@@ -26,7 +28,7 @@ REPORTED_DECISION_KEYS = (
 
 @flow(name="retrain", log_prints=True)
 def retrain_flow(params: RetrainParams = RetrainParams()) -> dict:  # noqa: B008 - typed default
-    """Weekly retrain: new data in, a challenger trained, promoted only if better."""
+    """Weekly retrain: new data in; the week ends in a first champion, replace, refresh or keep."""
     cfg = params.load()
     run = params.run_params()
     if params.ingest_paths:
@@ -34,26 +36,27 @@ def retrain_flow(params: RetrainParams = RetrainParams()) -> dict:  # noqa: B008
     validate_flow(run)
     build_features_flow(run)
     trained = train_flow(run)
-    decision = promote_flow(
-        run,
-        challenger_version=trained.registered["version"],
-        actor="retrain",
-        run_id=trained.registered["run_id"],
-        selection=trained.selection,
-    )
-    decision["candidate"] = trained.registered["candidate"]
+    champion_version, champion = load_champion(cfg)
+    verdict = decide_weekly(cfg, trained.parts, trained.results, champion, trained.selection)
+    registered = register_served(cfg, verdict, trained.results, trained.baselines, trained.parts)
+    decision = apply_weekly(cfg, verdict, registered, champion_version)
+    if registered is not None:
+        record_applied_tuning(trained.cfg, trained.tuned, registered["run_id"])
+        decision["candidate"] = registered["candidate"]
+    publish_decision(cfg, decision)
     report = write_run_report(
         cfg,
         trained.parts,
         trained.results,
         trained.baselines,
         decision,
-        trained.registered["run_id"],
+        registered["run_id"] if registered else None,
         extra_tables=trained.extra_tables,
     )
     return {
         "model_name": cfg.model_name,
         "decision": decision,
+        "kind": verdict.kind,
         "champion_version": decision["champion_after"],
         "report_path": str(report),
         "tracking_uri": cfg.tracking_uri,

@@ -1,4 +1,4 @@
-"""Flow `train`: model frame -> split -> fit_regimes -> baselines + candidates -> register."""
+"""Flow `train`: model frame -> split -> fit_regimes -> baselines + candidates (held-out time)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import pandas as pd
 from prefect import flow
 
 from flows.params import RunParams
+from ml_core.config import CoincastConfig
 from ml_core.models.training import CandidateResult
 from ml_core.validation.split import SplitParts
 from tasks.features import load_model_frame, split_frame
-from tasks.registry import overfitting_stats, register_best
+from tasks.registry import overfitting_stats
 from tasks.reporting import publish_metrics
 from tasks.training import (
     baseline_metrics,
@@ -20,22 +21,23 @@ from tasks.training import (
     triple_barrier_target,
     with_regimes,
 )
-from tasks.tuning import apply_tuning, record_applied_tuning, tuned_trials
+from tasks.tuning import apply_tuning, tuned_trials
 
 
 @dataclass
 class TrainOutcome:
+    cfg: CoincastConfig
     parts: SplitParts
     results: list[CandidateResult]
     baselines: pd.DataFrame
-    registered: dict
     selection: dict | None = None
     extra_tables: list = field(default_factory=list)
+    tuned: dict = field(default_factory=dict)
 
 
 @flow(name="train", log_prints=True)
 def train_flow(params: RunParams) -> TrainOutcome:
-    """Fit every configured candidate on held-out time and register the best one."""
+    """Fit every configured candidate and score it on held-out time (nothing is registered)."""
     cfg, tuned = apply_tuning(params.load())  # tuned params of the `tune` flow, if any
     frame = load_model_frame(cfg)
     parts = split_frame(cfg, frame)
@@ -45,8 +47,6 @@ def train_flow(params: RunParams) -> TrainOutcome:
     results = fit_candidates(cfg, parts, regime_model)
     triple_barrier = triple_barrier_target(cfg, parts, regime_model)
     publish_metrics(cfg, results, baselines)
-    registered = register_best(cfg, results, baselines, parts)
-    record_applied_tuning(cfg, tuned, registered["run_id"])
     # Optuna trials tried for these candidates count as configurations too (deflated Sharpe)
     selection = overfitting_stats(cfg, parts, results, n_trials_extra=tuned_trials(cfg))
-    return TrainOutcome(parts, results, baselines, registered, selection, triple_barrier)
+    return TrainOutcome(cfg, parts, results, baselines, selection, triple_barrier, tuned)

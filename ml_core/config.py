@@ -417,7 +417,11 @@ class GateConfig(BaseModel):
     confidence: float = Field(
         default=0.9, gt=0.5, lt=1, description="One-sided confidence of the paired bootstrap."
     )
-    n_boot: int = Field(default=2000, ge=100, description="Bootstrap resamples.")
+    n_boot: int = Field(
+        default=10_000,
+        ge=100,
+        description="Bootstrap resamples (the corrected skill bounds sit far in the tail).",
+    )
     seed: int = 42
     pbo_threshold: float = Field(
         default=0.5, gt=0, le=1, description="Reject when PBO is at or above this."
@@ -435,6 +439,14 @@ class GateConfig(BaseModel):
         ge=4,
         description="Time blocks of the test window: units of the paired bootstrap against the "
         "best naive baseline (per-horizon skill) and of the refresh comparison.",
+    )
+    skill_confidence: float = Field(
+        default=0.995,
+        gt=0.5,
+        lt=1,
+        description="One-sided confidence of the test-window skill bound (the out-of-time "
+        "evidence), before the per-horizon correction. Stricter than `confidence` because CPCV "
+        "scores of price-derived labels come out optimistic on random walks (docs/concepts.md).",
     )
     skill_correction: Literal["bonferroni", "none"] = Field(
         default="bonferroni",

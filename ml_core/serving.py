@@ -108,6 +108,8 @@ def collect_status(cfg: CoincastConfig) -> dict[str, Any]:
                     "val_auc": _metric(tags, "val_auc_mean"),
                     "test_auc": _metric(tags, "test_auc_mean"),
                     "feature_set": tags.get("coincast.feature_set", ""),
+                    "edge_horizons": tags.get("coincast.edge_horizons", "all"),
+                    "final_fit": tags.get("coincast.final_fit", "train"),
                 }
             )
     latest = cfg.reports_dir / cfg.model_name / "latest.html"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict
 
 import pandas as pd
@@ -17,9 +18,16 @@ from ml_core.evaluation.gate import (
     decide_promotion,
     selection_overfitting,
 )
+from ml_core.evaluation.weekly import WeeklyVerdict, cpcv_embargo_bars, decide_week
+from ml_core.models.pipeline import CandlePipeline, refit_for_serving
 from ml_core.models.training import CandidateResult, score_probabilities, select_best
 from ml_core.registry.candidates import record_training
-from ml_core.registry.promotion import Decision, apply_decision
+from ml_core.registry.promotion import (
+    Decision,
+    apply_decision,
+    record_no_move,
+    repair_unfinished,
+)
 from ml_core.registry.store import RegistryStore
 from ml_core.registry.tracking import TrackingContext
 from ml_core.validation.cpcv_eval import CPCVEvaluation, evaluate_on_cpcv
@@ -156,13 +164,14 @@ def cpcv_compare(
             f"registry.gate.cpcv_horizons={gate.cpcv_horizons} holds none of the label horizons "
             f"{cfg.horizons}; pick some of them, or None for all."
         )
+    dev = pd.concat([parts.train, parts.val], ignore_index=True)
     result = evaluate_on_cpcv(
-        pd.concat([parts.train, parts.val], ignore_index=True),
+        dev,
         pipelines,
         horizons=horizons,
         n_groups=gate.cpcv_groups,
         n_test_groups=gate.cpcv_test_groups,
-        embargo=gate.cpcv_embargo,
+        embargo=cpcv_embargo_bars(dev, cfg),
         max_train_rows=gate.cpcv_max_train_rows,
         blocks_per_group=gate.cpcv_blocks_per_group,
         inner_val_frac=gate.cpcv_inner_val_frac,
@@ -220,3 +229,123 @@ def _selection(values: dict | None) -> SelectionStats | None:
         return None
     dsr = {int(h): v for h, v in dict(values.get("dsr_by_horizon") or {}).items()}
     return SelectionStats(**{**values, "dsr_by_horizon": dsr})
+
+
+# ---- the weekly decision (retrain): first / replace / refresh / keep / no new data ----
+
+
+@task(name="load-champion", cache_policy=NONE)
+def load_champion(cfg: CoincastConfig) -> tuple[str | None, CandlePipeline | None]:
+    """The current champion's version and pipeline (None, None without one)."""
+    store = RegistryStore(cfg.tracking_uri, cfg.model_name)
+    info = store.get_alias("champion") if store.exists() else None
+    if info is None:
+        return None, None
+    repair_unfinished(store, Warehouse(cfg.warehouse_path))
+    info = store.get_alias("champion")
+    return info.version, store.load_pipeline(info.version)
+
+
+@task(name="decide-week", cache_policy=NONE)
+def decide_weekly(
+    cfg: CoincastConfig,
+    parts: SplitParts,
+    results: list[CandidateResult],
+    champion: CandlePipeline | None,
+    selection: dict | None,
+) -> WeeklyVerdict:
+    """Replace, refresh, keep, or a first champion: the gate on in-memory candidates."""
+    verdict = decide_week(
+        parts, results, champion=champion, selection=_selection(selection), cfg=cfg
+    )
+    logger = get_run_logger()
+    for s in verdict.skills:
+        logger.info("skill %s", s.summary())
+    logger.info("week: %s - %s", verdict.kind, verdict.gate.reason)
+    return verdict
+
+
+@task(name="register-served", cache_policy=NONE, retries=1, retry_delay_seconds=3)
+def register_served(
+    cfg: CoincastConfig,
+    verdict: WeeklyVerdict,
+    results: list[CandidateResult],
+    baselines: pd.DataFrame,
+    parts: SplitParts,
+) -> dict | None:
+    """Refit the decided candidate per ``registry.final_fit`` and register it (None: nothing)."""
+    chosen = verdict.register
+    if chosen is None:
+        return None
+    final_fit = cfg.registry.final_fit if verdict.gate.promote else "train"
+    served = refit_for_serving(chosen.pipeline, parts, final_fit, cfg.models)
+    if served is chosen.pipeline:
+        served = copy.copy(served)
+    edge = verdict.gate.edge_horizons
+    served.edge_horizons = None if edge is None else [int(h) for h in edge]
+    record = record_training(
+        _tracking(cfg),
+        results,
+        chosen,
+        model_name=cfg.model_name,
+        input_example=_input_example(cfg, served.lookback_bars),
+        params={
+            "timeframe": cfg.data.timeframe,
+            "horizons": cfg.horizons,
+            "feature_set": served.feature_set,
+            "candidates": cfg.models.candidates,
+            "gap_bars": parts.gap_bars,
+            "fee_bps": cfg.evaluation.fee_bps,
+            "final_fit": final_fit,
+            "split_mode": cfg.split.mode,
+        },
+        baselines=baselines,
+        split_summary=parts.summary(),
+        served=served,
+        decision_tags={"coincast.week_kind": verdict.kind},
+    )
+    get_run_logger().info(
+        "registered %s v%s (%s, served fit on %s)",
+        cfg.model_name,
+        record.registered.version,
+        chosen.name,
+        final_fit,
+    )
+    return {
+        "version": record.registered.version,
+        "run_id": record.parent_run_id,
+        "candidate": chosen.name,
+        "candidate_runs": record.candidate_runs,
+        "final_fit": final_fit,
+    }
+
+
+@task(name="apply-week", cache_policy=NONE)
+def apply_weekly(
+    cfg: CoincastConfig,
+    verdict: WeeklyVerdict,
+    registered: dict | None,
+    champion_version: str | None,
+    actor: str = "retrain",
+) -> dict:
+    """Move the aliases per the week's verdict and audit it (a "keep" row when nothing moves)."""
+    store = RegistryStore(cfg.tracking_uri, cfg.model_name)
+    warehouse = Warehouse(cfg.warehouse_path)
+    metrics = {**verdict.gate.metrics, "kind": verdict.kind, "steps": verdict.steps}
+    if registered is None:
+        row = record_no_move(
+            store, warehouse, reason=verdict.gate.reason, metrics=metrics, actor=actor
+        )
+        get_run_logger().info(row["decision"])
+        return {**row, "promote": False, "kind": verdict.kind, "metrics": metrics}
+    decision = Decision(
+        promote=verdict.gate.promote,
+        reason=verdict.gate.reason,
+        challenger_version=registered["version"],
+        champion_before=champion_version,
+        metrics=metrics,
+        kind=verdict.kind,
+    )
+    row = apply_decision(store, warehouse, decision, actor=actor, run_id=registered["run_id"])
+    get_run_logger().info(decision.summary())
+    return {**row, "promote": decision.promote, "kind": verdict.kind, "metrics": metrics}

@@ -52,7 +52,8 @@ def publish_metrics(
 @task(name="publish-decision", cache_policy=NONE)
 def publish_decision(cfg: CoincastConfig, decision: dict) -> None:
     lines = [
-        f"## {cfg.model_name}: {'PROMOTED' if decision['promote'] else 'not promoted'}",
+        f"## {cfg.model_name}: {'PROMOTED' if decision['promote'] else 'not promoted'}"
+        f" ({decision.get('kind') or 'on demand'})",
         "",
         f"**Why:** {decision['reason']}",
         "",

@@ -36,7 +36,8 @@ from scipy.stats import kurtosis, skew
 from ml_core.config import EvaluationConfig, GateConfig, RegistryConfig
 from ml_core.errors import CoincastError, ConfigError
 from ml_core.evaluation.baselines import BASELINE_NAMES, fit_baselines
-from ml_core.evaluation.paired import paired_bootstrap
+from ml_core.evaluation.paired import PairedBootstrap, paired_bootstrap
+from ml_core.evaluation.skill import HorizonSkill
 from ml_core.validation.cpcv import time_blocks, to_ns
 from ml_core.validation.cpcv_eval import CPCVEvaluation, auc_score
 from ml_core.validation.pbo import deflated_sharpe_ratio, probability_of_backtest_overfitting
@@ -59,6 +60,10 @@ class GateResult:
     rule: str = (
         ""  # the rule that decided: undefined, baseline, first_champion, champion, pbo, cpcv
     )
+    #: first | replace | refresh | no_new_data | latest (the weekly retrain's kinds)
+    kind: str = ""
+    #: horizons served (skill shown); None = not assessed (all horizons served)
+    edge_horizons: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -424,3 +429,182 @@ def _decide_v1(
 def _mean(frame: pd.DataFrame, metric: str) -> float:
     values = frame[metric].to_numpy(dtype=float)
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+# ---- the weekly retrain: first champion, replace, refresh (ml_core.evaluation.weekly) ----
+
+
+def absolute_rules(
+    skills: Sequence[HorizonSkill], selection: SelectionStats | None, cfg: RegistryConfig
+) -> tuple[str | None, dict[str, Any], tuple[int, ...] | None]:
+    """The rules every promoted model passes: per-horizon skill and PBO.
+
+    Returns ``(failure reason or None, numbers, edge horizons)``; edge horizons
+    are None when the skill rule is switched off (``require_beat_baselines``).
+    """
+    numbers: dict[str, Any] = {"confidence": cfg.gate.confidence}
+    for s in skills:
+        numbers.update(s.as_metrics())
+    numbers.update(selection.as_metrics() if selection is not None else {"pbo": None})
+    rules: dict[str, str] = {}
+    numbers["rules"] = rules
+    edge: tuple[int, ...] | None = None
+    if cfg.require_beat_baselines:
+        edge = tuple(s.horizon for s in skills if s.has_skill)
+        numbers["edge_horizons"] = list(edge)
+        numbers["skill_confidence_per_horizon"] = skills[0].confidence if skills else None
+        if not edge:
+            rules["skill"] = "failed"
+            detail = "; ".join(s.summary() for s in skills)
+            return f"no horizon shows skill over the best naive baseline ({detail})", numbers, edge
+        rules["skill"] = "passed"
+    else:
+        rules["skill"] = "skipped"
+        numbers["edge_horizons"] = None
+    pbo = None if selection is None else selection.pbo
+    if pbo is not None and pbo >= cfg.gate.pbo_threshold:
+        rules["pbo"] = "failed"
+        return (
+            f"PBO {pbo:.3f} is not below the threshold {cfg.gate.pbo_threshold:.3f}: the "
+            "selection among the candidates is likely overfit",
+            numbers,
+            edge,
+        )
+    rules["pbo"] = "passed" if pbo is not None else "not applicable"
+    return None, numbers, edge
+
+
+def edge_text(skills: Sequence[HorizonSkill], edge: tuple[int, ...] | None) -> str:
+    """``skill at h=1, 4 (h=12, 24: no edge)`` or ``skill rule skipped``."""
+    if edge is None:
+        return "skill rule skipped (require_beat_baselines=false): every horizon served"
+    none = [s.horizon for s in skills if s.horizon not in edge]
+    served = ", ".join(f"h={h}" for h in edge)
+    return f"skill at {served}" + (
+        f" ({', '.join(f'h={h}' for h in none)}: no edge)" if none else ""
+    )
+
+
+def decide_first(
+    skills: Sequence[HorizonSkill], selection: SelectionStats | None, cfg: RegistryConfig
+) -> GateResult:
+    """No champion yet: promote only with per-horizon skill over the naive baselines."""
+    failed, numbers, edge = absolute_rules(skills, selection, cfg)
+    if failed:
+        return GateResult(False, f"no first champion: {failed}", numbers, "skill", "first", edge)
+    lines = "; ".join(s.summary() for s in skills if edge is None or s.horizon in edge)
+    return GateResult(
+        True,
+        f"first champion: {edge_text(skills, edge)} ({lines})",
+        numbers,
+        "skill",
+        "first",
+        edge,
+    )
+
+
+def decide_replace(
+    cpcv: CPCVEvaluation,
+    skills: Sequence[HorizonSkill],
+    selection: SelectionStats | None,
+    cfg: RegistryConfig,
+) -> GateResult:
+    """Another recipe than the champion's: superior on the CPCV paths, and the absolute rules."""
+    numbers: dict[str, Any] = {"gate_version": 2}
+    numbers.update(_cpcv_numbers(cpcv, True))
+    numbers.update(compare_on_cpcv(cpcv, cfg.gate))
+    failed, absolute, edge = absolute_rules(skills, selection, cfg)
+    numbers.update(absolute)
+    diff, low, p = (numbers[f"cpcv_{k}"] for k in ("mean_diff", "ci_low", "p_value"))
+    head = (
+        f"CPCV paired bootstrap over {numbers['cpcv_n_units']} time blocks vs the champion: "
+        f"AUC gain {diff:+.4f}, lower {cfg.gate.confidence:.0%} bound {low:+.4f}, p={p:.3f}"
+    )
+    if failed:
+        return GateResult(False, f"no replace: {failed}; {head}", numbers, "skill", "replace", edge)
+    if low > 0 and diff >= cfg.min_improvement:
+        numbers["rules"]["cpcv"] = "passed"
+        return GateResult(
+            True,
+            f"replace: {head} (> 0, gain >= {cfg.min_improvement:.4f}); {edge_text(skills, edge)}",
+            numbers,
+            "cpcv",
+            "replace",
+            edge,
+        )
+    numbers["rules"]["cpcv"] = "failed"
+    why = "lower bound is not above 0" if low <= 0 else f"gain below {cfg.min_improvement:.4f}"
+    return GateResult(False, f"no replace: {head}; {why}", numbers, "cpcv", "replace", edge)
+
+
+def decide_refresh(
+    comparison: PairedBootstrap | None,
+    skills: Sequence[HorizonSkill],
+    selection: SelectionStats | None,
+    cfg: RegistryConfig,
+    *,
+    window_note: str,
+) -> GateResult:
+    """The champion's recipe on newer data: non-inferior on the newest unseen window."""
+    margin = cfg.gate.refresh_margin
+    failed, numbers, edge = absolute_rules(skills, selection, cfg)
+    numbers["refresh_margin"] = margin
+    numbers["refresh_window"] = window_note
+    if comparison is not None:
+        numbers.update(comparison.as_metrics("refresh_"))
+    if comparison is None:
+        return GateResult(False, f"no refresh: {window_note}", numbers, "refresh", "refresh", edge)
+    head = (
+        f"refresh - champion on {window_note}: AUC {comparison.mean_diff:+.4f}, lower "
+        f"{cfg.gate.confidence:.0%} bound {comparison.ci_low:+.4f} over {comparison.n_units} blocks"
+    )
+    if failed:
+        return GateResult(False, f"no refresh: {failed}; {head}", numbers, "skill", "refresh", edge)
+    if comparison.ci_low > -margin:
+        numbers["rules"]["refresh"] = "passed"
+        return GateResult(
+            True,
+            f"refresh: {head} > -{margin:.4f} (non-inferior); {edge_text(skills, edge)}",
+            numbers,
+            "refresh",
+            "refresh",
+            edge,
+        )
+    numbers["rules"]["refresh"] = "failed"
+    return GateResult(
+        False,
+        f"no refresh: {head} is not above -{margin:.4f}: the refit is worse than the champion",
+        numbers,
+        "refresh",
+        "refresh",
+        edge,
+    )
+
+
+def decide_no_new_data(champion_end: Any, data_end: Any) -> GateResult:
+    """The champion's recipe on the same data: nothing to refresh, nothing moves."""
+    return GateResult(
+        False,
+        f"no new data: the latest candle ({data_end}) is not after the champion's data end "
+        f"({champion_end}); nothing moves",
+        {"data_end": str(data_end), "champion_data_end": str(champion_end)},
+        "refresh",
+        "no_new_data",
+    )
+
+
+def decide_latest(skills: Sequence[HorizonSkill]) -> GateResult:
+    """Policy ``latest``: every new challenger is promoted (the usual MLOps template)."""
+    numbers: dict[str, Any] = {"policy": "latest"}
+    for s in skills:
+        numbers.update(s.as_metrics())
+    return GateResult(
+        True,
+        "policy latest: every new challenger is promoted (skill reported, not enforced: "
+        + "; ".join(s.summary() for s in skills)
+        + ")",
+        numbers,
+        "policy",
+        "latest",
+        None,
+    )

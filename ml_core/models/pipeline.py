@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ["symbol", "ts", "horizon", "p_up", "uncertainty", "exp_ret"]
 
+#: What a served pipeline may be refit on after its evaluation (``registry.final_fit``).
+FINAL_FIT_ROWS = {
+    "train": ("train",),
+    "train_val": ("train", "val"),
+    "all": ("train", "val", "test"),
+}
+
 
 @dataclass
 class CandlePipeline:
@@ -61,6 +68,20 @@ class CandlePipeline:
     regime_model: RegimeModel | None = None
     frame_model: FrameModel | None = None
     return_models: dict[int, ReturnModel] = field(default_factory=dict)
+    #: The recipe (candidate, feature columns, model settings) this pipeline was evaluated as;
+    #: a refit for serving keeps it, so next week's refresh is recognised as the same recipe.
+    recipe_key: str = ""
+    #: Horizons with skill shown against the naive baselines (None: not assessed, all served).
+    edge_horizons: list[int] | None = None
+    #: Latest candle of the data set it was trained from, and the latest label end time of
+    #: its fitted rows (a window after it is unseen by this pipeline).
+    data_end_ts: pd.Timestamp | None = None
+    fit_label_end_ts: pd.Timestamp | None = None
+    final_fit: str = "train"
+
+    def has_edge(self, horizon: int) -> bool:
+        """Whether ``horizon`` is served (skill shown, or skill not assessed)."""
+        return self.edge_horizons is None or int(horizon) in self.edge_horizons
 
     @property
     def history_bars(self) -> int:
@@ -160,12 +181,13 @@ class CandlePipeline:
                     "p_up": details[h]["p_up"],
                     "uncertainty": details[h]["uncertainty"],
                     "exp_ret": details[h]["exp_ret"],
+                    "edge": self.has_edge(h),
                 }
             )
             for h in self.horizons
         ]
         if not out:
-            return pd.DataFrame(columns=PREDICTION_COLUMNS)
+            return pd.DataFrame(columns=[*PREDICTION_COLUMNS, "edge"])
         result = pd.concat(out, ignore_index=True)
         if latest_only:
             last = result.groupby("symbol")["ts"].transform("max")
@@ -236,7 +258,7 @@ def fit_pipeline(
         )
         pipe.lookback_bars += pipe.history_bars
         log.info("fitted %s for horizons %s on %d rows", candidate, list(horizons), len(train))
-        return pipe
+        return _stamp(pipe, train, parts)
     x_train = scaler.transform(train)
     x_val = scaler.transform(parts.val) if not parts.val.empty else None
     for h in horizons:
@@ -249,7 +271,107 @@ def fit_pipeline(
         model = model if h == horizons[0] else make_model(candidate, model_cfg)
         pipe.models[h] = model.fit(x_train[ok], train.loc[ok, y_col].to_numpy(), x_v, y_v)
         log.info("fitted %s for horizon %d on %d rows", candidate, h, int(ok.sum()))
+    return _stamp(pipe, train, parts)
+
+
+def _stamp(pipe: CandlePipeline, fitted_rows: pd.DataFrame, parts: SplitParts) -> CandlePipeline:
+    """Record the recipe and the time extent of what ``pipe`` was fitted on."""
+    pipe.recipe_key = recipe_key(pipe)
+    pipe.fit_label_end_ts = label_end(fitted_rows, pipe.horizons)
+    ends = [p["ts"].max() for p in (parts.train, parts.val, parts.test) if not p.empty]
+    pipe.data_end_ts = pd.Timestamp(max(ends)) if ends else None
     return pipe
+
+
+def recipe_key(pipe: CandlePipeline) -> str:
+    """The recipe of a pipeline: candidate, feature columns and each model's settings.
+
+    Settings are a model's attributes that are not fitted state (no trailing ``_``).
+    Two pipelines with the same key differ only in the data they were fitted on.
+    """
+    models = {"frame": pipe.frame_model} if pipe.frame_model is not None else pipe.models
+    settings = {
+        str(h): (
+            type(m).__name__,
+            sorted((k, repr(v)) for k, v in vars(m).items() if not k.endswith("_")),
+        )
+        for h, m in sorted(models.items(), key=lambda kv: str(kv[0]))
+    }
+    return repr((pipe.candidate, list(pipe.feature_columns), settings))
+
+
+def label_end(rows: pd.DataFrame, horizons: list[int]) -> pd.Timestamp | None:
+    """Latest label end time ``t1_h`` over ``rows`` and horizons (latest ts without labels)."""
+    cols = [f"t1_{h}" for h in horizons if f"t1_{h}" in rows.columns]
+    if rows.empty:
+        return None
+    if cols:
+        value = rows[cols].max(axis=1, skipna=True).max()
+        if pd.notna(value):
+            return pd.Timestamp(value)
+    return pd.Timestamp(rows["ts"].max())
+
+
+def refit_for_serving(
+    pipe: CandlePipeline, parts: SplitParts, final_fit: str, model_cfg: ModelConfig
+) -> CandlePipeline:
+    """The evaluated ``pipe``'s recipe refit on the parts ``final_fit`` names.
+
+    ``final_fit='train'`` returns ``pipe`` itself (the evaluated fit is served).
+    Otherwise a copy gets a fresh per-symbol scaler and copies of its models
+    (direction, frame and return models) fitted on the union of the named parts,
+    without early stopping: boosted models keep the number of trees the
+    evaluated fit stopped at. The regime model (label-free) is kept. The
+    evaluated numbers stay with the evaluated pipeline's record; the copy keeps
+    ``recipe_key`` and ``edge_horizons``.
+    """
+    import copy
+
+    if final_fit not in FINAL_FIT_ROWS:
+        raise DataContractError(
+            f"final_fit={final_fit!r} is not one of {sorted(FINAL_FIT_ROWS)}; "
+            "set registry.final_fit to train, train_val or all."
+        )
+    if final_fit == "train":
+        return pipe
+    rows = pd.concat(
+        [getattr(parts, name) for name in FINAL_FIT_ROWS[final_fit]], ignore_index=True
+    )
+    rows = _recent(pipe.with_regime_features(rows), model_cfg.max_train_rows)
+    out = copy.copy(pipe)
+    out.scaler = SymbolRobustScaler(list(pipe.feature_columns), clip=pipe.scaler.clip).fit(rows)
+    out.models, out.return_models = {}, {}
+    if pipe.frame_model is not None:
+        out.frame_model = _fixed_size(pipe.frame_model).fit_frame(
+            out.scaled_frame(rows),
+            None,
+            features=list(pipe.feature_columns),
+            horizons=pipe.horizons,
+        )
+    x = out.scaler.transform(rows) if (pipe.models or pipe.return_models) else None
+    for h, model in pipe.models.items():
+        ok = rows[f"up_{h}"].notna().to_numpy()
+        out.models[h] = _fixed_size(model).fit(x[ok], rows.loc[ok, f"up_{h}"].to_numpy())
+    for h, model in pipe.return_models.items():
+        ok = rows[f"ret_{h}"].notna().to_numpy()
+        y = rows.loc[ok, f"ret_{h}"].to_numpy(dtype=float)
+        out.return_models[h] = _fixed_size(model).fit(x[ok], y, None, None)
+    out.fit_label_end_ts = label_end(rows, pipe.horizons)
+    out.final_fit = final_fit
+    log.info("refit %s for serving on %s: %d rows", pipe.candidate, final_fit, len(rows))
+    return out
+
+
+def _fixed_size(model: object) -> object:
+    """A copy of ``model`` that, refit without validation, uses the evaluated tree count."""
+    import copy
+
+    clone = copy.deepcopy(model)
+    best = getattr(model, "best_iteration_", None)
+    params = getattr(clone, "params_in", None)
+    if best and isinstance(params, dict):
+        clone.params_in = {**params, "n_estimators": int(best)}
+    return clone
 
 
 def _check_two_classes(train: pd.DataFrame, h: int) -> None:

@@ -59,8 +59,15 @@ def record_training(
     params: dict[str, Any],
     baselines: pd.DataFrame,
     split_summary: pd.DataFrame,
+    served: Any = None,
+    decision_tags: dict[str, str] | None = None,
 ) -> TrainingRecord:
-    """Log every candidate, register ``best`` as a new version of ``model_name``."""
+    """Log every candidate, register ``best`` as a new version of ``model_name``.
+
+    ``served`` (default: ``best.pipeline``) is the pipeline actually registered,
+    e.g. ``best``'s recipe refit on more rows (``registry.final_fit``); the
+    logged metrics stay those of the evaluated ``best``.
+    """
     runs: dict[str, str] = {}
     with tracking.start_run("train", tags={"coincast.model_name": model_name}) as parent:
         tracking.log_params(params)
@@ -97,13 +104,22 @@ def record_training(
                     tracking.log_text(sliced.to_csv(index=False), f"test_metrics_by_{column}.csv")
                 if r is best:
                     tracking.set_tags({"coincast.best": "true"})
+                    pipe_out = served if served is not None else r.pipeline
+                    edge = getattr(pipe_out, "edge_horizons", None)
                     registered = log_pipeline(
-                        r.pipeline,
+                        pipe_out,
                         tracking=tracking,
                         model_name=model_name,
                         input_example=input_example,
                         metrics={"val_auc_mean": r.val_auc, "test_auc_mean": r.test_auc},
-                        tags={"coincast.candidate": r.name},
+                        tags={
+                            "coincast.candidate": r.name,
+                            "coincast.final_fit": str(getattr(pipe_out, "final_fit", "train")),
+                            "coincast.edge_horizons": "all"
+                            if edge is None
+                            else ",".join(str(h) for h in edge) or "none",
+                            **(decision_tags or {}),
+                        },
                     )
         if registered is None:
             raise RegistryError(f"best candidate {best.name!r} is not among the results.")

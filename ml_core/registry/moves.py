@@ -478,6 +478,13 @@ def audit_row(
     return {col: row.get(col) for col in AUDIT_COLUMNS}
 
 
+def record_audit(warehouse: Warehouse, row: Mapping[str, Any]) -> dict[str, Any]:
+    """Write one audit row for a decision that moves no alias (e.g. "no new data")."""
+    with warehouse.connect() as con:
+        _insert_audit(con, row)
+    return dict(row)
+
+
 def _insert_audit(con: Any, row: Mapping[str, Any]) -> None:
     values = [
         datetime.fromisoformat(row["created_at"]) if c == "created_at" else row[c]

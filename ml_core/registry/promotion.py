@@ -76,6 +76,8 @@ class Decision:
     champion_before: str | None
     metrics: dict[str, Any] = field(default_factory=dict)
     created_at: datetime = field(default_factory=utc_now)
+    #: first | replace | refresh | no_new_data | latest ('' for on-demand promotions)
+    kind: str = ""
 
     @property
     def action(self) -> str:
@@ -85,7 +87,40 @@ class Decision:
         """One line for humans: what happened to which versions."""
         against = f"champion v{self.champion_before}" if self.champion_before else "no champion"
         verb = "promoted" if self.promote else "rejected"
-        return f"challenger v{self.challenger_version} {verb} against {against}: {self.reason}"
+        kind = f" ({self.kind})" if self.kind else ""
+        return (
+            f"challenger v{self.challenger_version} {verb}{kind} against {against}: {self.reason}"
+        )
+
+
+def record_no_move(
+    store: RegistryStore,
+    warehouse: Warehouse,
+    *,
+    reason: str,
+    metrics: Mapping[str, Any],
+    actor: str,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Audit a decision that registers and moves nothing (action ``keep``), return the row."""
+    repair_unfinished(store, warehouse)
+    current = store.aliases().get(CHAMPION) if store.exists() else None
+    row = audit_row(
+        store.model_name,
+        created_at=utc_now(),
+        action="keep",
+        decision=f"champion v{current} kept: {reason}",
+        champion_before=current,
+        champion_after=current,
+        challenger_version=None,
+        reason=reason,
+        metrics=dict(metrics),
+        actor=actor,
+        run_id=run_id,
+    )
+    moves.record_audit(warehouse, row)
+    log.info("%s: %s", store.model_name, row["decision"])
+    return row
 
 
 def apply_decision(

@@ -92,9 +92,12 @@ class CPCVEvaluation:
         rows = self._rows(self.path_scores, config)
         return rows.groupby("path")["auc"].mean().reindex(range(self.n_paths)).to_numpy()
 
-    def block_auc(self, config: str) -> pd.Series:
-        """Mean AUC over the splits testing each block and over horizons, by block."""
-        return self._rows(self.block_scores, config).groupby("block")["auc"].mean()
+    def block_auc(self, config: str, horizon: int | None = None) -> pd.Series:
+        """Mean AUC over the splits testing each block (and over horizons), by block."""
+        rows = self._rows(self.block_scores, config)
+        if horizon is not None:
+            rows = rows[rows["horizon"] == int(horizon)]
+        return rows.groupby("block")["auc"].mean()
 
     def summary(self, config: str) -> dict[str, Any]:
         """Numbers for a decision record: path AUCs and their spread."""
@@ -182,7 +185,14 @@ def configuration_key(pipe: Any) -> str:
     """The recipe of a pipeline: candidate, feature columns and each model's settings.
 
     Settings are a model's attributes that are not fitted state (no trailing ``_``).
+    A pipeline that recorded its evaluated recipe (``recipe_key``) is keyed by it, so a
+    copy refit for serving still matches the recipe it was evaluated as.
     """
+    recorded = getattr(pipe, "recipe_key", "")
+    if recorded:
+        return str(recorded)
+    if hasattr(pipe, "fit_predict_rows"):  # a naive baseline recipe
+        return f"baseline:{pipe.candidate}"
     models = {"frame": pipe.frame_model} if getattr(pipe, "frame_model", None) else pipe.models
     settings = {
         str(h): (
@@ -242,7 +252,13 @@ def fit_predict(
     inner_val_frac: float,
     train_t1: np.ndarray,
 ) -> dict[int, np.ndarray]:
-    """Refit a copy of ``pipe``'s configuration on ``train``; P(up) per horizon on ``test``."""
+    """Refit a copy of ``pipe``'s configuration on ``train``; P(up) per horizon on ``test``.
+
+    A recipe with its own ``fit_predict_rows(train, test, horizons)`` (the naive
+    baselines of ``ml_core.evaluation.skill``) is fitted on all of ``train``.
+    """
+    if hasattr(pipe, "fit_predict_rows"):
+        return pipe.fit_predict_rows(train, test, list(horizons))
     fit_part, val_part = _inner_split(train, train_t1, inner_val_frac)
     scaler = SymbolRobustScaler(list(pipe.feature_columns), clip=pipe.scaler.clip).fit(fit_part)
     frame_model = getattr(pipe, "frame_model", None)

@@ -29,9 +29,10 @@ N_BARS = 8 * 1440
 def small_home(tmp_path_factory, sample_1m):
     """A COINCAST_HOME with a config for a quick but real retrain on 3 symbols x 8 days."""
     home = tmp_path_factory.mktemp("home")
-    subset = sample_1m[sample_1m["symbol"].isin(SYMBOLS)].groupby("symbol").head(N_BARS)
+    subset = sample_1m[sample_1m["symbol"].isin(SYMBOLS)].groupby("symbol").head(N_BARS + 1440)
     data = home / "candles_1m.parquet"
-    subset.to_parquet(data, index=False)
+    subset.groupby("symbol").head(N_BARS).to_parquet(data, index=False)
+    subset.to_parquet(home / "candles_1m_next_day.parquet", index=False)  # one more day
     cfg_path = home / "config.json"
     cfg_path.write_text(
         json.dumps(
@@ -69,16 +70,27 @@ def test_retrain_twice_promotes_then_decides_and_pyfunc_matches(prefect_harness,
     assert champion is not None and champion.version == first["decision"]["challenger_version"]
     assert (home / "reports" / cfg.model_name / "latest.html").exists()
 
-    second = retrain_flow(params)  # same data: the gate re-scores the champion and decides
-    audit = read_audit(Warehouse(cfg.warehouse_path), cfg.model_name)
-    assert len(audit) == 2
-    assert set(audit["action"]) <= {"promote", "reject"}
-    assert second["decision"]["champion_before"] == champion.version
-    assert "champion" in second["decision"]["reason"]
+    assert first["kind"] == "first"
+
+    same = retrain_flow(params)  # same data: the champion's recipe has nothing new to learn
+    assert same["kind"] == "no_new_data" and not same["decision"]["promote"]
+    assert "no new data" in same["decision"]["reason"]
+    assert len(store.list_versions()) == 1  # nothing registered, nothing moved
     # the ingest of the same file the second time changed nothing
     with duckdb.connect(str(cfg.warehouse_path), read_only=True) as con:
         n = con.execute("SELECT count(*) FROM candles").fetchone()[0]
     assert n == len(pd.read_parquet(data))
+
+    next_day = home / "candles_1m_next_day.parquet"
+    second = retrain_flow(params.model_copy(update={"ingest_paths": [str(next_day)]}))
+    audit = read_audit(Warehouse(cfg.warehouse_path), cfg.model_name)
+    assert len(audit) == 3
+    assert list(audit["action"])[1:] == ["keep", "promote"]  # newest first
+    assert set(audit["action"]) <= {"promote", "reject", "keep"}
+    assert second["kind"] in {"refresh", "replace", "keep"}, second["decision"]["reason"]
+    assert second["decision"]["champion_before"] == champion.version
+    assert "champion" in second["decision"]["reason"]
+    assert len(store.list_versions()) == 2
 
     # the registered pyfunc predicts exactly what the in-process pipeline predicts
     candles = Warehouse(cfg.warehouse_path).read_candles(timeframe="1m")
@@ -144,7 +156,7 @@ def test_cli_predict_status_and_features_after_retrain(small_home, tmp_path):
     )
     assert result.exit_code == 0, result.output
     frame = pd.read_parquet(out)
-    assert len(frame) == N_BARS and {"up_15", "ret_60", "t1_60"} <= set(frame.columns)
+    assert len(frame) == N_BARS + 1440 and {"up_15", "ret_60", "t1_60"} <= set(frame.columns)
     assert frame["up_60"].tail(60).isna().all()  # labels at the end of the series are null
 
 
@@ -163,7 +175,8 @@ def test_cli_rollback_by_hand_is_audited(small_home):
 
         params = RetrainParams(home=str(home), config_path=str(cfg_path), ingest_paths=[str(data)])
         retrain_flow(params)
-        retrain_flow(params)
+        next_day = str(home / "candles_1m_next_day.parquet")
+        retrain_flow(params.model_copy(update={"ingest_paths": [next_day]}))
     champion = store.get_alias("champion").version
     other = next(v.version for v in store.list_versions() if v.version != champion)
     runner = CliRunner()
