@@ -7,7 +7,7 @@ Scheduled (cron in ``cfg.deployments.timezone``, UTC by default):
 - ``monitor/daily-monitor``   00:30, after predict (``daily_monitor_cron``)
 
 On demand (run from the UI form or ``prefect deployment run``): ``ingest/ingest``,
-``promote/promote``, ``rollback/rollback`` and ``tune/tune``.
+``promote/promote``, ``replay/replay``, ``rollback/rollback`` and ``tune/tune``.
 
 Flows that are not importable yet (predict, monitor, tune) are skipped with a log
 line, so ``coincast serve`` works before they land. Every deployment's default
@@ -86,8 +86,15 @@ def deployment_specs(cfg: CoincastConfig) -> list[DeploymentSpec]:
             "promote",
             "flows.promote",
             "promote_flow",
-            "Re-score a challenger (default: newest version) against the champion and gate it.",
+            "Judge a registered version (default: newest) by the weekly rules: first champion, refresh or replace.",
             extra_parameters={"actor": "prefect:promote"},
+        ),
+        DeploymentSpec(
+            "replay",
+            "flows.replay",
+            "replay_flow",
+            "Replay the weekly loop over history on the clock, one home per policy (fill in "
+            "`data` and `start`); writes under <home>/replay.",
         ),
         DeploymentSpec(
             "rollback",

@@ -11,16 +11,10 @@ from prefect.cache_policies import NONE
 
 from ml_core.config import CoincastConfig
 from ml_core.data.warehouse import Warehouse
-from ml_core.evaluation.gate import (
-    CHALLENGER,
-    CHAMPION,
-    SelectionStats,
-    decide_promotion,
-    selection_overfitting,
-)
-from ml_core.evaluation.weekly import WeeklyVerdict, cpcv_embargo_bars, decide_week
+from ml_core.evaluation.gate import SelectionStats, selection_overfitting
+from ml_core.evaluation.weekly import WeeklyVerdict, decide_week
 from ml_core.models.pipeline import CandlePipeline, refit_for_serving
-from ml_core.models.training import CandidateResult, score_probabilities, select_best
+from ml_core.models.training import CandidateResult, select_best
 from ml_core.registry.candidates import record_training
 from ml_core.registry.promotion import (
     Decision,
@@ -30,7 +24,6 @@ from ml_core.registry.promotion import (
 )
 from ml_core.registry.store import RegistryStore
 from ml_core.registry.tracking import TrackingContext
-from ml_core.validation.cpcv_eval import CPCVEvaluation, evaluate_on_cpcv
 from ml_core.validation.split import SplitParts
 
 
@@ -90,25 +83,6 @@ def newest_version(cfg: CoincastConfig) -> str:
     return versions[-1].version
 
 
-@task(name="current-champion", cache_policy=NONE)
-def current_champion(cfg: CoincastConfig) -> str | None:
-    store = RegistryStore(cfg.tracking_uri, cfg.model_name)
-    info = store.get_alias("champion") if store.exists() else None
-    return None if info is None else info.version
-
-
-@task(name="rescore-on-test", cache_policy=NONE)
-def rescore(cfg: CoincastConfig, parts: SplitParts, version: str) -> pd.DataFrame:
-    """Per-horizon test metrics of a registered version on this run's test window."""
-    pipe = RegistryStore(cfg.tracking_uri, cfg.model_name).load_pipeline(version)
-    probs = pipe.predict_features(parts.test)
-    metrics = score_probabilities(
-        parts.test, probs, eval_cfg=cfg.evaluation, timeframe=cfg.data.timeframe
-    )
-    get_run_logger().info("v%s re-scored: mean test AUC %.4f", version, metrics["auc"].mean())
-    return metrics
-
-
 @task(name="selection-overfitting", cache_policy=NONE)
 def overfitting_stats(
     cfg: CoincastConfig,
@@ -139,96 +113,6 @@ def overfitting_stats(
         stats.dsr,
     )
     return asdict(stats)
-
-
-@task(name="cpcv-compare", cache_policy=NONE)
-def cpcv_compare(
-    cfg: CoincastConfig, parts: SplitParts, challenger_version: str, champion_version: str | None
-) -> CPCVEvaluation | None:
-    """Refit the challenger's (and champion's) configuration on the same CPCV splits.
-
-    None under gate v1. The development rows are the train and validation parts.
-    """
-    gate = cfg.registry.gate
-    if gate.gate_version == 1:
-        return None
-    store = RegistryStore(cfg.tracking_uri, cfg.model_name)
-    pipelines = {CHALLENGER: store.load_pipeline(challenger_version)}
-    if champion_version is not None and champion_version != challenger_version:
-        pipelines[CHAMPION] = store.load_pipeline(champion_version)
-    horizons = [h for h in cfg.horizons if h in (gate.cpcv_horizons or cfg.horizons)]
-    if not horizons:
-        from ml_core.errors import ConfigError
-
-        raise ConfigError(
-            f"registry.gate.cpcv_horizons={gate.cpcv_horizons} holds none of the label horizons "
-            f"{cfg.horizons}; pick some of them, or None for all."
-        )
-    dev = pd.concat([parts.train, parts.val], ignore_index=True)
-    result = evaluate_on_cpcv(
-        dev,
-        pipelines,
-        horizons=horizons,
-        n_groups=gate.cpcv_groups,
-        n_test_groups=gate.cpcv_test_groups,
-        embargo=cpcv_embargo_bars(dev, cfg),
-        max_train_rows=gate.cpcv_max_train_rows,
-        blocks_per_group=gate.cpcv_blocks_per_group,
-        inner_val_frac=gate.cpcv_inner_val_frac,
-    )
-    logger = get_run_logger()
-    for name in result.configs:
-        logger.info(
-            "CPCV %s: path AUCs %s (%.1fs)",
-            name,
-            result.summary(name)["path_auc"],
-            result.fit_seconds[name],
-        )
-    return result
-
-
-@task(name="decide-and-apply", cache_policy=NONE)
-def decide_and_apply(
-    cfg: CoincastConfig,
-    *,
-    challenger_version: str,
-    challenger: pd.DataFrame,
-    champion_version: str | None,
-    champion: pd.DataFrame | None,
-    baselines: pd.DataFrame,
-    actor: str,
-    run_id: str | None = None,
-    cpcv: CPCVEvaluation | None = None,
-    selection: dict | None = None,
-) -> dict:
-    """The configured gate (v1, or v2 with CPCV and PBO), then aliases and the audit row."""
-    gate = decide_promotion(
-        challenger=challenger,
-        baselines=baselines,
-        champion=champion,
-        cfg=cfg.registry,
-        cpcv=cpcv,
-        selection=_selection(selection),
-    )
-    store = RegistryStore(cfg.tracking_uri, cfg.model_name)
-    decision = Decision(
-        promote=gate.promote,
-        reason=gate.reason,
-        challenger_version=challenger_version,
-        champion_before=champion_version,
-        metrics=gate.metrics,
-    )
-    row = apply_decision(store, Warehouse(cfg.warehouse_path), decision, actor=actor, run_id=run_id)
-    get_run_logger().info(decision.summary())
-    return {**row, "promote": gate.promote, "metrics": gate.metrics}
-
-
-def _selection(values: dict | None) -> SelectionStats | None:
-    """``SelectionStats`` back from its dict (horizon keys may arrive as strings)."""
-    if values is None:
-        return None
-    dsr = {int(h): v for h, v in dict(values.get("dsr_by_horizon") or {}).items()}
-    return SelectionStats(**{**values, "dsr_by_horizon": dsr})
 
 
 # ---- the weekly decision (retrain): first / replace / refresh / keep / no new data ----
@@ -349,3 +233,46 @@ def apply_weekly(
     row = apply_decision(store, warehouse, decision, actor=actor, run_id=registered["run_id"])
     get_run_logger().info(decision.summary())
     return {**row, "promote": decision.promote, "kind": verdict.kind, "metrics": metrics}
+
+
+@task(name="decide-registered", cache_policy=NONE)
+def decide_registered(
+    cfg: CoincastConfig,
+    parts: SplitParts,
+    version: str,
+    champion_version: str | None,
+    champion: CandlePipeline | None,
+) -> tuple[WeeklyVerdict, dict | None]:
+    """The weekly rules applied to an already registered version (on-demand promote)."""
+    from ml_core.evaluation.gate import GateResult
+    from ml_core.models.training import evaluate_pipeline
+
+    store = RegistryStore(cfg.tracking_uri, cfg.model_name)
+    registered = {"version": str(version), "run_id": None}
+    if champion_version is not None and str(version) == str(champion_version):
+        gate = GateResult(False, f"v{version} is already the champion; nothing to decide.")
+        return WeeklyVerdict(gate, None), None
+    pipe = store.load_pipeline(version)
+    if pipe.final_fit != "train":
+        gate = GateResult(
+            False,
+            f"v{version} was refit on {pipe.final_fit} for serving, so this run's test window "
+            "is inside its training data and its skill cannot be checked on demand; the weekly "
+            "retrain judges its evaluated fit instead",
+            {"final_fit": pipe.final_fit},
+        )
+        return WeeklyVerdict(gate, None), registered
+    result = evaluate_pipeline(pipe, parts, cfg)
+    verdict = decide_week(parts, [result], champion=champion, selection=None, cfg=cfg)
+    if verdict.register is None:  # "no new data": nothing moves
+        return verdict, None
+    get_run_logger().info("v%s on demand: %s - %s", version, verdict.kind, verdict.gate.reason)
+    return verdict, registered
+
+
+def _selection(values: dict | None) -> SelectionStats | None:
+    """``SelectionStats`` back from its dict (horizon keys may arrive as strings)."""
+    if values is None:
+        return None
+    dsr = {int(h): v for h, v in dict(values.get("dsr_by_horizon") or {}).items()}
+    return SelectionStats(**{**values, "dsr_by_horizon": dsr})

@@ -155,6 +155,24 @@ def train_candidates(
     return results
 
 
+def evaluate_pipeline(
+    pipe: CandlePipeline, parts: SplitParts, cfg: CoincastConfig
+) -> CandidateResult:
+    """An already fitted pipeline scored on this split's validation and test parts."""
+    kw = {"eval_cfg": cfg.evaluation, "timeframe": cfg.data.timeframe}
+    val_probs = pipe.predict_features(parts.val)
+    test_probs = pipe.predict_features(parts.test)
+    return CandidateResult(
+        name=pipe.candidate,
+        pipeline=pipe,
+        val_metrics=score_probabilities(parts.val, val_probs, **kw),
+        test_metrics=score_probabilities(parts.test, test_probs, **kw),
+        test_probs=test_probs,
+        fit_seconds=0.0,
+        test_sliced_metrics=slice_all(parts.test, test_probs),
+    )
+
+
 def select_best(results: list[CandidateResult]) -> CandidateResult:
     """The candidate with the highest mean validation AUC (ties: first configured)."""
     if not results:
