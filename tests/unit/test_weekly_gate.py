@@ -101,7 +101,7 @@ def test_pure_noise_never_becomes_champion(seed):
 
 def test_signal_only_volume_sees_is_promoted_on_its_horizon():
     cfg = fast_cfg()
-    parts, results = fit_week(cfg, candles(7, signal=0.25))
+    parts, results = fit_week(cfg, candles(7, signal=0.4))
     week = decide_week(parts, results, champion=None, selection=None, cfg=cfg)
     assert week.gate.promote, week.gate.reason
     assert 1 in week.gate.edge_horizons
@@ -115,7 +115,7 @@ def test_signal_only_volume_sees_is_promoted_on_its_horizon():
 def planted_weeks():
     """A champion from week 0 and the same candles one week later (no real change)."""
     cfg = fast_cfg()
-    bars = candles(11, signal=0.25, n_bars=N_BARS + WEEK)
+    bars = candles(11, signal=0.4, n_bars=N_BARS + WEEK)
     cut = bars["ts"].max() - pd.Timedelta(hours=WEEK)
     parts0, results0 = fit_week(cfg, bars[bars["ts"] <= cut])
     first = decide_week(parts0, results0, champion=None, selection=None, cfg=cfg)
