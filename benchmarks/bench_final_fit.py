@@ -60,10 +60,11 @@ def main() -> None:
     )
     raw = pd.read_parquet(args.data)
     symbols = longest_common(raw, args.symbols)
+    raw = raw.assign(ts=raw["ts"].dt.tz_localize(None))
     end = raw[raw["symbol"].isin(symbols)].groupby("symbol")["ts"].max().min()
     span = pd.Timedelta(weeks=args.weeks + args.warmup_weeks)
     bars = raw[raw["symbol"].isin(symbols) & (raw["ts"] > end - span) & (raw["ts"] <= end)]
-    bars = bars.assign(ts=bars["ts"].dt.tz_localize(None), timeframe="1h")
+    bars = bars.assign(timeframe="1h")
     con = duckdb.connect()
     con.register("c", bars)
     frame = build_model_frame(

@@ -55,8 +55,8 @@ from ml_core.evaluation.skill import (
     baseline_recipes,
     compare_on_window,
 )
-from ml_core.models.pipeline import CandlePipeline, recipe_key
-from ml_core.models.training import CandidateResult, select_best
+from ml_core.models.pipeline import CandlePipeline, recipe_key, refit_recipe
+from ml_core.models.training import CandidateResult, evaluate_pipeline, select_best
 from ml_core.validation.cpcv_eval import CPCVEvaluation, evaluate_on_cpcv
 from ml_core.validation.split import SplitParts
 
@@ -101,6 +101,8 @@ def decide_week(
         return WeeklyVerdict(decide_first(skills, selection, cfg.registry), best, cpcv, skills)
     own = recipe_key(champion) if not champion.recipe_key else champion.recipe_key
     refresh = next((r for r in results if r.pipeline.recipe_key == own), None)
+    if refresh is None:  # e.g. tuned params changed the candidates: refit the champion's recipe
+        refresh = _refit_champion(parts, champion, best, cfg)
     steps: list[str] = []
     if refresh is not best:
         cpcv = _cpcv(parts, {CHALLENGER: best.pipeline, CHAMPION: champion}, cfg)
@@ -159,6 +161,21 @@ def _refresh(
     skills = _skills(parts, refresh, cfg, cpcv, config)
     gate = decide_refresh(comparison, skills, selection, cfg.registry, window_note=note)
     return WeeklyVerdict(gate, refresh, cpcv, skills, [gate.reason])
+
+
+def _refit_champion(
+    parts: SplitParts, champion: CandlePipeline, best: CandidateResult, cfg: CoincastConfig
+) -> CandidateResult | None:
+    """The champion's recipe refit on this week's split (None when it cannot be refit)."""
+    try:
+        pipe = refit_recipe(champion, parts, cfg.models, best.pipeline.regime_model)
+    except (DataContractError, KeyError, ValueError) as exc:
+        log.warning("the champion's recipe (%s) could not be refit: %s", champion.candidate, exc)
+        return None
+    if pipe.feature_columns == best.pipeline.feature_columns:  # same rows, same scaling
+        pipe.return_models = dict(best.pipeline.return_models)
+    log.info("refit the champion's recipe (%s) beside the candidates", champion.candidate)
+    return evaluate_pipeline(pipe, parts, cfg)
 
 
 def unseen_window(test: pd.DataFrame, champion: CandlePipeline) -> tuple[pd.DataFrame, str]:

@@ -312,6 +312,49 @@ def label_end(rows: pd.DataFrame, horizons: list[int]) -> pd.Timestamp | None:
     return pd.Timestamp(rows["ts"].max())
 
 
+def refit_recipe(
+    pipe: CandlePipeline,
+    parts: SplitParts,
+    model_cfg: ModelConfig,
+    regime_model: RegimeModel | None = None,
+) -> CandlePipeline:
+    """``pipe``'s recipe (its models' settings) refit on this split, evaluated like a candidate.
+
+    Scaler and copies of the direction / frame models are fit on the training
+    part (validation for early stopping), keeping ``recipe_key``; the return
+    models are dropped (the retrain attaches this week's). ``regime_model``
+    (this week's, fit on the same training part) replaces the old one.
+    """
+    import copy
+
+    out = copy.copy(pipe)
+    out.regime_model = regime_model if regime_model is not None else pipe.regime_model
+    out.return_models, out.models = {}, {}
+    train = _recent(out.with_regime_features(parts.train), model_cfg.max_train_rows)
+    val = out.with_regime_features(parts.val) if not parts.val.empty else parts.val
+    out.scaler = SymbolRobustScaler(list(pipe.feature_columns), clip=pipe.scaler.clip).fit(train)
+    if pipe.frame_model is not None:
+        out.frame_model = copy.deepcopy(pipe.frame_model).fit_frame(
+            out.scaled_frame(train),
+            out.scaled_frame(val) if len(val) else None,
+            features=list(pipe.feature_columns),
+            horizons=list(pipe.horizons),
+        )
+    x, x_val = out.scaler.transform(train), out.scaler.transform(val) if len(val) else None
+    for h, model in pipe.models.items():
+        ok = train[f"up_{h}"].notna().to_numpy()
+        x_v = y_v = None
+        if x_val is not None:
+            ok_v = val[f"up_{h}"].notna().to_numpy()
+            x_v, y_v = x_val[ok_v], val.loc[ok_v, f"up_{h}"].to_numpy()
+        fresh = copy.deepcopy(model)
+        out.models[h] = fresh.fit(x[ok], train.loc[ok, f"up_{h}"].to_numpy(), x_v, y_v)
+    key = pipe.recipe_key or recipe_key(pipe)
+    stamped = _stamp(out, train, parts)
+    stamped.recipe_key = key  # the recipe it was refit as, not its refit settings
+    return stamped
+
+
 def refit_for_serving(
     pipe: CandlePipeline, parts: SplitParts, final_fit: str, model_cfg: ModelConfig
 ) -> CandlePipeline:

@@ -159,6 +159,18 @@ def test_a_clearly_worse_refresh_is_refused(planted_weeks):
     assert week.gate.metrics["refresh_ci_low"] < -cfg.registry.gate.refresh_margin
 
 
+def test_champion_recipe_missing_from_the_candidates_is_refit_beside_them(planted_weeks):
+    cfg, _, champion, (parts1, results1) = planted_weeks
+    tuned = copy.copy(champion)
+    tuned.recipe_key = "logistic tuned last month"  # no configured candidate has this recipe
+    week = decide_week(parts1, results1, champion=tuned, selection=None, cfg=cfg)
+    assert week.steps and week.steps[0].startswith("no replace")  # another recipe was tried
+    assert week.kind in {"refresh", "keep"}, week.gate.reason
+    refreshed = week.register.pipeline
+    assert week.register not in results1 and refreshed.recipe_key == tuned.recipe_key
+    assert refreshed.fit_label_end_ts > champion.fit_label_end_ts  # fitted on the newer data
+
+
 def test_latest_policy_promotes_every_challenger(planted_weeks):
     _, _, champion, (parts1, results1) = planted_weeks
     cfg = fast_cfg(policy="latest")
