@@ -286,18 +286,12 @@ def _stamp(pipe: CandlePipeline, fitted_rows: pd.DataFrame, parts: SplitParts) -
 def recipe_key(pipe: CandlePipeline) -> str:
     """The recipe of a pipeline: candidate, feature columns and each model's settings.
 
-    Settings are a model's attributes that are not fitted state (no trailing ``_``).
-    Two pipelines with the same key differ only in the data they were fitted on.
+    Two pipelines with the same key differ only in the data they were fitted on
+    (``ml_core.validation.cpcv_eval.configuration_key``, which CPCV compares by).
     """
-    models = {"frame": pipe.frame_model} if pipe.frame_model is not None else pipe.models
-    settings = {
-        str(h): (
-            type(m).__name__,
-            sorted((k, repr(v)) for k, v in vars(m).items() if not k.endswith("_")),
-        )
-        for h, m in sorted(models.items(), key=lambda kv: str(kv[0]))
-    }
-    return repr((pipe.candidate, list(pipe.feature_columns), settings))
+    from ml_core.validation.cpcv_eval import configuration_key
+
+    return configuration_key(pipe)
 
 
 def label_end(rows: pd.DataFrame, horizons: list[int]) -> pd.Timestamp | None:
