@@ -17,7 +17,8 @@ from tasks.monitoring import (
 
 @flow(name="monitor", log_prints=True)
 def monitor_flow(params: MonitorParams = MonitorParams()) -> dict:  # noqa: B008 - typed default
-    """Judge the champion on realized outcomes; roll it back after M breaches in a row."""
+    """Judge the champion on realized outcomes; roll it back after M breaches in a row or
+    when its change detector (paired log-loss difference) alarms."""
     cfg = params.load()
     evaluation = evaluate_realized(cfg)
     drift = drift_of_features(cfg, evaluation)

@@ -11,6 +11,7 @@ from prefect.runtime import flow_run
 from ml_core.config import CoincastConfig
 from ml_core.data.warehouse import Warehouse
 from ml_core.features import LOOKBACK_BARS
+from ml_core.monitoring.loss_stream import write_detector_state
 from ml_core.monitoring.monitor import (
     MonitorEvaluation,
     evaluate_models,
@@ -70,11 +71,17 @@ def drift_of_features(cfg: CoincastConfig, ev: MonitorEvaluation) -> pd.DataFram
 
 @task(name="record-evaluation", cache_policy=NONE, retries=2, retry_delay_seconds=2)
 def record_evaluation(cfg: CoincastConfig, ev: MonitorEvaluation, drift: pd.DataFrame) -> dict:
-    """Rows of ``monitor_metrics`` (with the breach flag) and ``drift_metrics``; before any
-    rollback, so a crash after this repeats the decision instead of losing it."""
+    """Rows of ``monitor_metrics`` (with the breach flag), ``drift_metrics`` and the
+    detector's state; before any rollback, so a crash after this repeats the decision
+    instead of losing it."""
     wh = Warehouse(cfg.warehouse_path)
     run_id = str(flow_run.id) if flow_run.id else None
+    # the detector's upsert first: a retry after a later failure rewrites the same row
+    n_detector = write_detector_state(
+        wh, ev.model_name, ev.detector, evaluation_id=ev.evaluation_id
+    )
     return {
+        "n_detector_rows": n_detector,
         "n_monitor_rows": write_monitor_metrics(wh, ev, flow_run_id=run_id),
         "n_drift_rows": write_drift_metrics(wh, ev, drift),
     }
@@ -124,7 +131,7 @@ def rollback_champion(cfg: CoincastConfig, ev: MonitorEvaluation, mlflow_run_id:
     publish_markdown(
         f"rollback-{cfg.model_name}",
         f"## Champion rolled back\n\n**{row['decision']}**\n\n"
-        f"- model: `{cfg.model_name}`\n- from v{row['champion_before']} to "
+        f"- model: `{cfg.model_name}`\n- rule: {d.trigger}\n- from v{row['champion_before']} to "
         f"v{row['champion_after']}\n- audit id: `{row['id']}`\n- evaluation: "
         f"`{ev.evaluation_id}`\n",
         f"Automatic rollback of {cfg.model_name} by the monitor.",
@@ -139,6 +146,7 @@ def rollback_champion(cfg: CoincastConfig, ev: MonitorEvaluation, mlflow_run_id:
             "reason": row["reason"],
             "audit_id": row["id"],
             "evaluation_id": ev.evaluation_id,
+            "trigger": d.trigger,
         },
     )
     logger.warning(row["decision"])
@@ -147,7 +155,8 @@ def rollback_champion(cfg: CoincastConfig, ev: MonitorEvaluation, mlflow_run_id:
 
 @task(name="publish-monitor", cache_policy=NONE)
 def publish_monitor(cfg: CoincastConfig, ev: MonitorEvaluation, drift: pd.DataFrame) -> None:
-    """Table artifacts: realized metrics per version and horizon, and the drift per feature."""
+    """Table artifacts: realized metrics per version and horizon, the drift per feature and
+    the champion's change detector."""
     if not ev.metrics.empty:
         by_version: dict[str, str] = {v: a for a, v in ev.aliases.items()}
         table = ev.metrics.assign(alias=ev.metrics["model_version"].map(by_version))
@@ -155,6 +164,14 @@ def publish_monitor(cfg: CoincastConfig, ev: MonitorEvaluation, drift: pd.DataFr
             f"monitor-{cfg.model_name}",
             table,
             f"Realized metrics ({ev.summary()['reason']}); horizon 0 = mean over horizons.",
+        )
+    detector = ev.detector_summary()
+    if detector is not None:
+        publish_table(
+            f"detector-{cfg.model_name}",
+            pd.DataFrame({"field": list(detector), "value": [str(v) for v in detector.values()]}),
+            f"{cfg.monitor.detector} on the champion's log-loss difference vs "
+            f"{detector['detector_reference']} (alarm rolls back).",
         )
     if not drift.empty:
         cols = ["feature", "psi", "ks_stat", "ks_pvalue", "n_reference", "n_live", "drifted"]

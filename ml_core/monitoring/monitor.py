@@ -4,9 +4,13 @@
 over the window, scores every version, measures the champion beside the
 shadow score of ``previous`` on the same rows, reads the champion's earlier
 breach flags from ``monitor_metrics`` (the streak lives in the warehouse, so
-it survives restarts) and applies :func:`ml_core.monitoring.rules.decide_rollback`.
-Writing the rows (``write_monitor_metrics``) comes *before* any rollback, so a
-crash between the two repeats the decision on the next run instead of losing it.
+it survives restarts), resumes the champion's change detector from
+``detector_state`` and feeds it the outcomes realized since its last run
+(:func:`ml_core.monitoring.loss_stream.run_detector`), and applies
+:func:`ml_core.monitoring.rules.decide_rollback` (streak rule and detector
+rule). Writing the rows (``write_monitor_metrics``, ``write_detector_state``)
+comes *before* any rollback, so a crash between the two repeats the decision on
+the next run instead of losing it (the detector's alarm stays in its state).
 
 Example::
 
@@ -14,7 +18,8 @@ Example::
                          aliases={"champion": "3", "previous": "2"},
                          monitor_cfg=cfg.monitor, eval_cfg=cfg.evaluation)
     write_monitor_metrics(wh, ev, flow_run_id=None)
-    ev.decision.rollback, ev.decision.reason
+    write_detector_state(wh, ev.model_name, ev.detector, evaluation_id=ev.evaluation_id)
+    ev.decision.rollback, ev.decision.trigger, ev.decision.reason
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ import pandas as pd
 
 from ml_core.config import EvaluationConfig, FeatureConfig, MonitorConfig
 from ml_core.data.warehouse import Warehouse
+from ml_core.monitoring.detector import state_metrics
 from ml_core.monitoring.drift import drift_samples, feature_drift
+from ml_core.monitoring.loss_stream import DetectorRun, run_detector
 from ml_core.monitoring.predictions import utc_now
 from ml_core.monitoring.realized import (
     METRIC_COLUMNS,
@@ -82,6 +89,7 @@ class MonitorEvaluation:
     decision: RollbackDecision | None
     n_outcomes: int = 0
     extra: dict[str, object] = field(default_factory=dict)
+    detector: DetectorRun | None = None
 
     def summary(self) -> dict[str, object]:
         """Plain numbers for logs, artifacts and the flow's return value."""
@@ -96,7 +104,20 @@ class MonitorEvaluation:
             "breach": None if d is None else d.breach,
             "rollback": bool(d and d.rollback),
             "n_consecutive": 0 if d is None else d.n_consecutive,
+            "trigger": None if d is None else d.trigger,
             "reason": "no champion" if d is None else d.reason,
+            "detector": self.detector_summary(),
+        }
+
+    def detector_summary(self) -> dict[str, object] | None:
+        """The detector's numbers after this run (None when off or without a champion)."""
+        run = self.detector
+        if run is None:
+            return None
+        return {
+            **state_metrics(run.state),
+            "n_new_outcomes": run.n_new,
+            "restarted": run.reset_reason,
         }
 
 
@@ -116,11 +137,25 @@ def evaluate_models(
     metrics = version_metrics(window.outcomes, eval_cfg=eval_cfg, timeframe=timeframe)
     champion = aliases.get("champion")
     previous = aliases.get("previous")
-    decision = None
+    decision, detector = None, None
     if champion is not None:
         evidence = _evidence(window.outcomes, metrics, champion, previous)
         history = champion_breach_history(warehouse, model_name, champion)
-        decision = decide_rollback(evidence, past_breaches=history, cfg=monitor_cfg)
+        detector = run_detector(
+            warehouse,
+            model_name=model_name,
+            timeframe=timeframe,
+            champion=str(champion),
+            previous=None if previous is None else str(previous),
+            monitor_cfg=monitor_cfg,
+            window_start=window.window_start,
+        )
+        decision = decide_rollback(
+            evidence,
+            past_breaches=history,
+            cfg=monitor_cfg,
+            detector=None if detector is None else detector.state,
+        )
         log.info("monitor %s: %s", model_name, decision.reason)
     return MonitorEvaluation(
         evaluation_id=uuid.uuid4().hex,
@@ -133,6 +168,7 @@ def evaluate_models(
         metrics=metrics,
         decision=decision,
         n_outcomes=len(window.outcomes),
+        detector=detector,
     )
 
 

@@ -9,10 +9,17 @@ One evaluation of the champion *breaches* when, with at least
   paired rows too).
 
 With fewer outcomes the evaluation decides nothing (``breach=None``); such
-evaluations neither extend nor reset a streak. The champion is rolled back
-when the current breach ends a streak of ``consecutive_breaches`` breaching
-evaluations of the *same* champion version, the rule is ``enabled`` and a
-``previous`` version exists to return to.
+evaluations neither extend nor reset a streak. The *streak* rule is due when
+the current breach ends a streak of ``consecutive_breaches`` breaching
+evaluations of the *same* champion version.
+
+Beside it the *detector* rule (``monitor.detector``) is due when the
+sequential change detector on the champion's paired log-loss difference
+(:mod:`ml_core.monitoring.detector`) has raised its alarm. Either rule may
+trigger; ``RollbackDecision.trigger`` says which (``"streak"``,
+``"detector"`` or ``"streak+detector"``). The champion is rolled back when a
+rule is due, the rollback is ``enabled`` and a ``previous`` version exists to
+return to.
 
 Example::
 
@@ -30,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ml_core.config import MonitorConfig
+from ml_core.monitoring.detector import DetectorState, describe_state, state_metrics
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,7 @@ class RollbackDecision:
     champion_version: str
     previous_version: str | None
     metrics: dict[str, Any] = field(default_factory=dict)
+    trigger: str | None = None  # the rule(s) due: "streak", "detector", "streak+detector"
 
 
 def assess_breach(ev: ChampionEvidence, cfg: MonitorConfig) -> tuple[bool | None, list[str]]:
@@ -100,9 +109,14 @@ def trailing_breaches(past_breaches: Sequence[bool | None]) -> int:
 
 
 def decide_rollback(
-    ev: ChampionEvidence, *, past_breaches: Sequence[bool | None], cfg: MonitorConfig
+    ev: ChampionEvidence,
+    *,
+    past_breaches: Sequence[bool | None],
+    cfg: MonitorConfig,
+    detector: DetectorState | None = None,
 ) -> RollbackDecision:
-    """Apply the rule to this evaluation and the champion's earlier ones (newest first)."""
+    """Apply the streak rule to this evaluation and the champion's earlier ones (newest
+    first) and the detector rule to the champion's detector state (None: detector off)."""
     breach, reasons = assess_breach(ev, cfg)
     streak = trailing_breaches(past_breaches) + 1 if breach else 0
     metrics = {
@@ -116,21 +130,37 @@ def decide_rollback(
         "consecutive_breaches": cfg.consecutive_breaches,
         "min_outcomes": cfg.min_outcomes,
     }
+    if detector is not None:
+        metrics.update(state_metrics(detector))
+    what = "; ".join(reasons)
+    if not breach:
+        streak_text = (
+            what if breach is None else f"champion v{ev.version} healthy (AUC {ev.auc:.4f})"
+        )
+    else:
+        streak_text = f"champion v{ev.version} breached {streak} evaluation(s) in a row: {what}"
+    streak_due = cfg.streak_rollback and bool(breach) and streak >= cfg.consecutive_breaches
+    alarm = detector is not None and detector.alarm is not None
+    due = [name for name, on in (("streak", streak_due), ("detector", alarm)) if on]
+    trigger = "+".join(due) or None
+    metrics["trigger"] = trigger
+    detector_text = describe_state(detector) if detector is not None else None
     common = {
         "breach": breach,
         "n_consecutive": streak,
         "champion_version": str(ev.version),
         "previous_version": ev.previous_version,
         "metrics": metrics,
+        "trigger": trigger,
     }
-    what = "; ".join(reasons)
-    if not breach:
-        reason = what if breach is None else f"champion v{ev.version} healthy (AUC {ev.auc:.4f})"
+    if not due:
+        waiting = f"; waiting for {cfg.consecutive_breaches} before rolling back" if breach else ""
+        reason = "; ".join(t for t in (streak_text + waiting, detector_text) if t)
         return RollbackDecision(rollback=False, reason=reason, **common)
-    head = f"champion v{ev.version} breached {streak} evaluation(s) in a row: {what}"
-    if streak < cfg.consecutive_breaches:
-        reason = f"{head}; waiting for {cfg.consecutive_breaches} before rolling back"
-        return RollbackDecision(rollback=False, reason=reason, **common)
+    parts = ([streak_text] if streak_due else []) + ([detector_text] if alarm else [])
+    head = "; ".join(t for t in parts if t)
+    if alarm and not streak_due:
+        head = f"champion v{ev.version}: {head}"
     if not cfg.enabled:
         return RollbackDecision(
             rollback=False, reason=f"{head}; automatic rollback disabled", **common

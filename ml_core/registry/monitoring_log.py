@@ -1,9 +1,10 @@
 """Monitor evaluations as MLflow runs in the ``coincast-monitor`` experiment.
 
 One run per evaluation: the champion's realized summary as metrics, every
-version and horizon as ``<metric>_v<version>_h<horizon>``, the drift table
-and the decision as JSON artifacts, and tags naming the model, aliases,
-decision and evaluation id (the key of the warehouse rows).
+version and horizon as ``<metric>_v<version>_h<horizon>``, the change
+detector's numbers as ``detector_*``, the drift table and the decision as JSON
+artifacts, and tags naming the model, aliases, decision, the rule that
+triggered it and evaluation id (the key of the warehouse rows).
 
 Example::
 
@@ -24,6 +25,13 @@ import pandas as pd
 from ml_core.registry.tracking import TrackingContext
 
 _KEYS = ("auc", "accuracy", "brier", "log_loss", "trading_return", "n_outcomes")
+_DETECTOR_KEYS = (
+    "detector_statistic",
+    "detector_threshold",
+    "detector_n_outcomes",
+    "detector_mean_diff",
+    "detector_mean_diff_since_change",
+)
 
 
 def log_monitor_evaluation(
@@ -43,6 +51,7 @@ def log_monitor_evaluation(
         "coincast.previous": aliases.get("previous", ""),
         "coincast.breach": evaluation.get("breach"),
         "coincast.rollback": evaluation.get("rollback"),
+        "coincast.trigger": evaluation.get("trigger") or "",
         "coincast.reason": str(evaluation.get("reason", ""))[:4000],
     }
     with tracking.start_run(f"monitor-{model_name}", tags=tags) as run_id:
@@ -54,6 +63,14 @@ def log_monitor_evaluation(
                     "drift_n_features_drifted": float(drift["drifted"].sum()),
                 }
             )
+        detector = evaluation.get("detector") or {}
+        tracking.log_metrics(
+            {
+                k: float(detector[k])
+                for k in _DETECTOR_KEYS
+                if isinstance(detector.get(k), int | float) and math.isfinite(detector[k])
+            }
+        )
         tracking.log_dict(_jsonable(dict(evaluation)), "decision.json")
         tracking.log_text(metrics.to_csv(index=False), "monitor_metrics.csv")
         if not drift.empty:

@@ -202,6 +202,19 @@ def _make_champion_wrong(cfg: CoincastConfig, version: str) -> int:
         ).fetchone()[0]
 
 
+def _with_monitor(cfg_path: Path, **fields) -> Path:
+    """Rewrite the home's config file with these ``monitor`` settings."""
+    data = json.loads(cfg_path.read_text())
+    data["monitor"] = {**data["monitor"], **fields}
+    cfg_path.write_text(json.dumps(data))
+    return cfg_path
+
+
+def _detector_rows(cfg: CoincastConfig) -> pd.DataFrame:
+    with duckdb.connect(str(cfg.warehouse_path), read_only=True) as con:
+        return con.execute("SELECT * FROM detector_state ORDER BY updated_at").df()
+
+
 def _monitor_rows(cfg: CoincastConfig) -> pd.DataFrame:
     with duckdb.connect(str(cfg.warehouse_path), read_only=True) as con:
         return con.execute(
@@ -218,6 +231,7 @@ def test_monitor_rolls_back_after_consecutive_breaches_and_only_once(prefect_har
     from flows.predict import predict_flow
 
     cfg, cfg_path, _ = home
+    _with_monitor(cfg_path, detector="off", streak_rollback=True)  # the streak rule alone
     store = RegistryStore(cfg.tracking_uri, cfg.model_name)
     predict_flow(PredictParams(config_path=str(cfg_path)))
     assert _make_champion_wrong(cfg, "2") > 1000
@@ -226,10 +240,12 @@ def test_monitor_rolls_back_after_consecutive_breaches_and_only_once(prefect_har
     first = monitor_flow(params)  # breach 1 of 2: recorded, no rollback yet
     assert first["breach"] is True and first["rolled_back"] is False
     assert first["n_consecutive"] == 1 and "auc_floor" in first["reason"]
+    assert first["detector"] is None and first["n_detector_rows"] == 0
     assert store.get_alias("champion").version == "2"
 
     second = monitor_flow(params)  # breach 2 of 2: rollback to previous
     assert second["rolled_back"] is True, second["reason"]
+    assert second["trigger"] == "streak"
     assert store.get_alias("champion").version == "1"
     assert store.get_alias("previous") is None  # consumed by the rollback
     audit = read_audit(Warehouse(cfg.warehouse_path), cfg.model_name)
@@ -264,6 +280,70 @@ def test_monitor_rolls_back_after_consecutive_breaches_and_only_once(prefect_har
     assert len(runs) >= 3
     rolled = [r for r in runs if r.data.tags.get("coincast.rollback") == "True"]
     assert rolled and rolled[0].data.metrics["champion_auc"] < 0.05
+
+
+def test_monitor_detector_alarm_rolls_back_on_the_first_run(prefect_harness, home):
+    """The change detector sees the broken champion's log-loss excess at once; the streak
+    rule would still be waiting (5 breaches needed). Same rollback path, its own numbers."""
+    from mlflow.tracking import MlflowClient
+
+    from flows.monitor import monitor_flow
+    from flows.params import MonitorParams, PredictParams
+    from flows.predict import predict_flow
+
+    cfg, cfg_path, _ = home
+    _with_monitor(cfg_path, detector_min_outcomes=50, consecutive_breaches=5)
+    store = RegistryStore(cfg.tracking_uri, cfg.model_name)
+    predict_flow(PredictParams(config_path=str(cfg_path)))
+    _make_champion_wrong(cfg, "2")
+    params = MonitorParams(config_path=str(cfg_path))
+
+    first = monitor_flow(params)
+    assert first["rolled_back"] is True, first["reason"]
+    assert first["trigger"] == "detector" and first["n_consecutive"] == 1
+    assert first["reason"].startswith(
+        "champion v2: Page-Hinkley alarm: cumulative log-loss excess"
+    ), first["reason"]
+    assert store.get_alias("champion").version == "1"
+    det = first["detector"]
+    assert det["detector_alarm"] and det["detector_reference"] == "previous v1"
+    assert det["detector_n_outcomes"] >= 50 and first["n_detector_rows"] == 1
+
+    audit = read_audit(Warehouse(cfg.warehouse_path), cfg.model_name)
+    row = audit[audit["action"] == "rollback"].iloc[0]
+    assert row["actor"] == "monitor" and "Page-Hinkley alarm" in row["reason"]
+    metrics = json.loads(row["metrics_json"])
+    assert metrics["trigger"] == "detector"
+    assert metrics["detector_alarm_statistic"] > metrics["detector_threshold"] == 15.0
+    assert metrics["detector_alarm_n_outcomes"] == 50  # the first outcome allowed to alarm
+    assert metrics["detector_alarm_mean_diff"] > 1.0  # nats lost to v1 per outcome
+    assert pd.Timestamp(metrics["detector_alarm_at"]) <= pd.Timestamp(metrics["detector_last_at"])
+    assert store.version_tags("2")["coincast.decision"] == "rollback"
+    client = MlflowClient(cfg.tracking_uri)
+    exp = client.get_experiment_by_name("coincast-monitor")
+    rolled = [
+        r
+        for r in client.search_runs([exp.experiment_id])
+        if r.data.tags.get("coincast.rollback") == "True"
+    ]
+    assert rolled[0].data.tags["coincast.trigger"] == "detector"
+    assert rolled[0].data.metrics["detector_statistic"] > 15.0
+
+    states = _detector_rows(cfg)
+    assert list(states["model_version"]) == ["2"] and states["alarm_at"].notna().all()
+
+    # the new champion v1 has no previous: a fresh detector against the naive baseline
+    second = monitor_flow(params)
+    assert second["rolled_back"] is False and store.get_alias("champion").version == "1"
+    assert second["detector"]["detector_reference"] == "naive baseline"
+    assert second["detector"]["restarted"] == "champion changed (v2 -> v1)"
+    before = _detector_rows(cfg)
+    assert list(before["model_version"]) == ["2", "1"]
+    third = monitor_flow(params)  # the same day again: nothing new fed, nothing written
+    assert third["n_detector_rows"] == 0 and third["detector"]["n_new_outcomes"] == 0
+    pd.testing.assert_frame_equal(_detector_rows(cfg), before)
+    audit = read_audit(Warehouse(cfg.warehouse_path), cfg.model_name)
+    assert (audit["action"] == "rollback").sum() == 1
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
