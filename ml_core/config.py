@@ -493,7 +493,7 @@ class RegistryConfig(BaseModel):
     )
     gate: GateConfig = Field(default_factory=GateConfig)
     final_fit: Literal["train", "train_val", "all"] = Field(
-        default="train",
+        default="train_val",
         description="What the served model is refit on after evaluation: train (the evaluated "
         "fit itself), train_val, or all rows (the evaluated numbers stay in the record).",
     )
