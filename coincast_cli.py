@@ -252,6 +252,9 @@ def replay(
     retrain_cron: Annotated[str | None, typer.Option(help="Weekly retrain cron.")] = None,
     predict_cron: Annotated[str | None, typer.Option(help="Daily predict cron.")] = None,
     monitor_cron: Annotated[str | None, typer.Option(help="Daily monitor cron.")] = None,
+    timezone: Annotated[
+        str | None, typer.Option(help="Timezone of the crons (default deployments.timezone).")
+    ] = None,
     warmup_days: Annotated[
         float, typer.Option(min=0, help="History days after start before retrain 1.")
     ] = 0.0,
@@ -269,6 +272,7 @@ def replay(
 
     with _user_errors():
         policies = check_policies(policy or list(POLICIES))  # fail before starting Prefect
+        (out / "prefect").mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("PREFECT_HOME", str(out.resolve() / "prefect"))
         cfg = _config(None, config, profile=profile)
         from flows.replay import ReplayParams, replay_flow
@@ -288,6 +292,7 @@ def replay(
                 weekly_retrain_cron=retrain_cron,
                 daily_predict_cron=predict_cron,
                 daily_monitor_cron=monitor_cron,
+                timezone=timezone,
                 warmup_days=warmup_days,
                 overwrite=overwrite,
             )
