@@ -93,9 +93,7 @@ def main() -> None:
         for fit in FITS:
             pipe = refit_for_serving(best.pipeline, parts, fit, cfg.models)
             probs = pipe.predict_features(nxt)
-            aucs = [
-                auc_score(nxt[f"up_{h}"].to_numpy(dtype=float), probs[h]) for h in cfg.horizons
-            ]
+            aucs = [auc_score(nxt[f"up_{h}"].to_numpy(dtype=float), probs[h]) for h in cfg.horizons]
             row[fit] = float(np.nanmean(aucs))
         row["seconds"] = time.perf_counter() - start
         rows.append(row)

@@ -108,7 +108,9 @@ def test_signal_only_volume_sees_is_promoted_on_its_horizon():
     h1 = next(s for s in week.skills if s.horizon == 1)
     # the naive baselines cannot see volume: the edge over the best of them is large
     assert h1.test.ci_low > 0.02 and h1.cpcv.ci_low > 0.02
-    assert h1.confidence == pytest.approx(horizon_confidence(cfg.registry.gate, len(HORIZONS), test_window=True))
+    assert h1.confidence == pytest.approx(
+        horizon_confidence(cfg.registry.gate, len(HORIZONS), test_window=True)
+    )
 
 
 @pytest.fixture(scope="module")
