@@ -325,7 +325,11 @@ def _print_replay(summary: dict) -> None:
 def _print_retrain(summary: dict) -> None:
     d = summary["decision"]
     verdict = "[bold green]PROMOTED[/]" if d["promote"] else "[bold yellow]NOT PROMOTED[/]"
-    console.print(f"\nDecision for {summary['model_name']} v{d['challenger_version']}: {verdict}")
+    kind = d.get("kind") or summary.get("kind") or ""
+    which = f" v{d['challenger_version']}" if d.get("challenger_version") else ""
+    console.print(
+        f"\nDecision for {summary['model_name']}{which}: {verdict}" + (f" ({kind})" if kind else "")
+    )
     console.print(f"  why: {d['reason']}")
     champ = summary["champion_version"]
     console.print(
