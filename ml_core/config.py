@@ -389,7 +389,10 @@ class GateConfig(BaseModel):
     """Promotion gate v2: CPCV paths, paired bootstrap and PBO (``ml_core.evaluation.gate``)."""
 
     gate_version: Literal[1, 2] = Field(
-        default=2, description="1 = same-window test AUC only; 2 = adds CPCV bootstrap and PBO."
+        default=2,
+        description="Only for ml_core.evaluation.gate.decide_promotion (the earlier v1/v2 gate, "
+        "kept for comparisons): 1 = same-window test AUC, 2 = adds CPCV and PBO. The weekly "
+        "retrain and the promote flow use the weekly rules (ml_core.evaluation.weekly).",
     )
     cpcv_groups: int = Field(default=6, ge=3, description="CPCV time groups N.")
     cpcv_test_groups: int = Field(default=2, ge=1, description="CPCV test groups k per split.")
