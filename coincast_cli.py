@@ -12,14 +12,17 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ml_core.config import CoincastConfig, load_config
-from ml_core.errors import CoincastError, QualityGateError
+from ml_core.errors import CoincastError, QualityGateError, RevisionError
+
+if TYPE_CHECKING:
+    from ml_core.data.ingest import IngestRun
 
 app = typer.Typer(
     add_completion=False,
@@ -90,43 +93,81 @@ def _user_errors() -> Iterator[None]:
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="CSV or Parquet candle files.")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="Candle files or folders (CSV, Parquet, Feather, JSON).")
+    ],
     symbol: Annotated[
         str | None, typer.Option(help="Symbol when files have no symbol column.")
     ] = None,
     timeframe: TimeframeOpt = None,
+    allow_revisions: Annotated[
+        bool,
+        typer.Option(
+            "--allow-revisions",
+            help="Apply changes to candles already stored (an exchange corrected bars); "
+            "without it such a batch is refused and quarantined.",
+        ),
+    ] = False,
     home: HomeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Load candle files into the warehouse behind the quality gate (idempotent)."""
-    from ml_core.data.ingest import ingest_paths
+    """Load candle files into the warehouse behind the quality gate (idempotent).
+
+    Ends with one line per file: rows read, new, revised, unchanged, still-forming
+    bars skipped; skipped files with the reason; on a failure, what loaded and what not.
+    """
+    from ml_core.data.ingest import ingest_run
     from ml_core.data.warehouse import Warehouse
 
     with _user_errors():
         cfg = _config(home, config)
-        results = ingest_paths(
+        run = ingest_run(
             Warehouse(cfg.warehouse_path),
             list(paths),
             cfg.quality,
             symbol=symbol,
             timeframe=timeframe,
+            allow_revisions=allow_revisions,
         )
-    table = Table(title=f"Ingested into {cfg.warehouse_path}")
-    for col in ["file", "timeframe", "symbols", "rows", "new", "updated", "soft findings"]:
-        table.add_column(col)
-    for r in results:
-        d = r.as_dict()
+        _print_ingest(run, cfg)
+        run.raise_for_failure()
+
+
+def _print_ingest(run: IngestRun, cfg: CoincastConfig) -> None:
+    """The per-file summary of an ``IngestRun``."""
+    table = Table(title=f"Ingest into {cfg.warehouse_path}")
+    table.caption = "same: stored already; forming: not closed yet, not stored"
+    table.add_column("file", overflow="fold")
+    for col in ["status", "tf", "rows", "new", "revised", "same", "forming", "soft"]:
+        table.add_column(col, justify="left" if col == "status" else "right")
+    for r in run.results:
         table.add_row(
-            Path(d["source"]).name,
-            str(d["timeframe"]),
-            str(len(d["symbols"])),
-            f"{d['n_rows']:,}",
-            f"{d['n_new']:,}",
-            f"{d['n_updated']:,}",
-            str(len(d["findings"])),
+            Path(r.source).name,
+            "[green]loaded[/]",
+            r.timeframe,
+            f"{r.n_rows:,}",
+            f"{r.n_new:,}",
+            f"{r.n_updated:,}",
+            f"{r.n_unchanged:,}",
+            f"{r.n_forming:,}",
+            str(len(r.findings)),
         )
+    for path, reason in run.skipped:
+        table.add_row(Path(path).name, f"[yellow]skipped[/]: {reason}", *[""] * 7)
+    if run.failed is not None:
+        exc = run.failed[1]
+        status = (
+            "[red]refused[/]"
+            if isinstance(exc, RevisionError)
+            else "[red]quarantined[/]"
+            if isinstance(exc, QualityGateError)
+            else "[red]failed[/]"
+        )
+        table.add_row(Path(run.failed[0]).name, status, *[""] * 7)
+    for path in run.not_read:
+        table.add_row(Path(path).name, "not read", *[""] * 7)
     console.print(table)
-    _print_findings([f for r in results for f in r.as_dict()["findings"]])
+    _print_findings([f for r in run.results for f in r.findings])
 
 
 def _print_findings(findings: list[dict]) -> None:

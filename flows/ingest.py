@@ -13,7 +13,9 @@ from tasks.data import ingest_files
 def ingest_flow(params: IngestParams) -> list[dict]:
     """Ingest candle files behind the Great Expectations gate."""
     cfg = params.load()
-    results = ingest_files(cfg, params.paths, params.symbol, params.source_timeframe)
+    results = ingest_files(
+        cfg, params.paths, params.symbol, params.source_timeframe, params.allow_revisions
+    )
     publish_ingest_summary(results)
     return results
 
@@ -22,8 +24,13 @@ def publish_ingest_summary(results: list[dict]) -> None:
     import pandas as pd
 
     rows = [
-        {k: r[k] for k in ("source", "timeframe", "n_rows", "n_new", "n_updated")}
+        {k: r[k] for k in ("source", "timeframe", "n_rows", "n_new", "n_updated", "n_unchanged")}
+        | {"n_forming": r["n_forming"]}
         | {"soft_findings": len(r["findings"])}
         for r in results
     ]
-    publish_table("ingest-summary", pd.DataFrame(rows), "Files ingested, rows new and updated.")
+    publish_table(
+        "ingest-summary",
+        pd.DataFrame(rows),
+        "Files ingested: rows new, revised (n_updated), unchanged, still forming.",
+    )

@@ -37,6 +37,11 @@ class IngestParams(RunParams):
     source_timeframe: str | None = Field(
         default=None, description="Timeframe of the files; inferred from the spacing when empty."
     )
+    allow_revisions: bool = Field(
+        default=False,
+        description="Apply changes to candles already stored (an exchange corrected bars); "
+        "otherwise such a batch is refused and quarantined.",
+    )
 
 
 class RetrainParams(RunParams):

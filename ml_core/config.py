@@ -98,6 +98,12 @@ class QualityConfig(BaseModel):
     max_future_seconds: int = Field(
         default=0, ge=0, description="Tolerance for candle open times after 'now' (clock skew)."
     )
+    revision_tolerance: float = Field(
+        default=1e-9,
+        ge=0,
+        description="Largest relative change of a stored candle value that is float noise; "
+        "a bigger change is a revision, refused unless --allow-revisions.",
+    )
 
 
 class FeatureConfig(BaseModel):

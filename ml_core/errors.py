@@ -28,6 +28,21 @@ class QualityGateError(DataContractError):
         self.failures = failures
 
 
+class RevisionError(QualityGateError):
+    """A batch would change candles already stored; it was refused and quarantined.
+
+    ``revisions`` lists, per symbol, the bars that differ and the largest relative
+    change. Exchanges do correct bars: ``allow_revisions`` (CLI ``--allow-revisions``)
+    applies them.
+    """
+
+    def __init__(
+        self, message: str, *, batch_id: str, failures: list[dict], revisions: list[dict]
+    ) -> None:
+        super().__init__(message, batch_id=batch_id, failures=failures)
+        self.revisions = revisions
+
+
 class NotFittedError(CoincastError):
     """A model, scaler or pipeline was used before ``fit``."""
 

@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from ml_core.config import CoincastConfig
-from ml_core.data.ingest import ingest_paths
+from ml_core.data.ingest import ingest_run
 from ml_core.data.warehouse import Warehouse
 from ml_core.errors import DataContractError
 from ml_core.quality.suite import validate_candles
@@ -16,27 +16,32 @@ from ml_core.quality.suite import validate_candles
 
 @task(name="ingest-files", cache_policy=NONE, retries=1, retry_delay_seconds=2)
 def ingest_files(
-    cfg: CoincastConfig, paths: list[str], symbol: str | None, timeframe: str | None
+    cfg: CoincastConfig,
+    paths: list[str],
+    symbol: str | None,
+    timeframe: str | None,
+    allow_revisions: bool = False,
 ) -> list[dict]:
     """Load files into the warehouse behind the quality gate; one batch per file."""
     logger = get_run_logger()
-    results = ingest_paths(
+    run = ingest_run(
         Warehouse(cfg.warehouse_path),
         [Path(p) for p in paths],
         cfg.quality,
         symbol=symbol,
         timeframe=timeframe,
+        allow_revisions=allow_revisions,
     )
-    rows = [r.as_dict() for r in results]
-    for r in rows:
+    for r in run.results:
         logger.info(
-            "%s: %d rows, %d new, %d soft findings",
-            r["source"],
-            r["n_rows"],
-            r["n_new"],
-            len(r["findings"]),
+            "%s: %d rows, %d new, %d revised, %d unchanged, %d forming, %d soft findings",
+            *(r.source, r.n_rows, r.n_new, r.n_updated, r.n_unchanged, r.n_forming),
+            len(r.findings),
         )
-    return rows
+    for path, reason in run.skipped:
+        logger.info("%s skipped: %s", path, reason)
+    run.raise_for_failure()
+    return [r.as_dict() for r in run.results]
 
 
 @task(name="validate-warehouse", cache_policy=NONE)

@@ -3,11 +3,19 @@
 One batch = one frame (one file). The batch is validated
 (``ml_core.quality.validate_candles``), then written in ONE transaction:
 
+- still-forming bars first: a bar that opened before ``now`` but closes after it
+  (``ts <= now < ts + timeframe``) is not a finished candle; it is dropped and
+  counted in ``n_forming`` (the next fetch brings it closed). A bar that opens
+  after ``now`` is not forming but bogus: the gate quarantines the batch.
 - passed: upsert into ``candles``, soft findings into ``quality_findings``, a
-  'loaded' row into ``ingest_log``. Upsert rule: new keys are inserted; a key
-  already stored with identical values is left untouched; a key stored with
-  different values takes the batch's values (the newer file wins, e.g. a bar
-  that was still open when first fetched) and counts in ``n_updated``.
+  'loaded' row into ``ingest_log``. New keys are inserted; a key stored with the
+  same values (within ``QualityConfig.revision_tolerance``, relative) is left
+  untouched and counts in ``n_unchanged``. A key stored with other values is a
+  **revision**: counted per symbol with its largest relative change. Unless
+  ``allow_revisions`` is given the whole batch is refused and quarantined
+  (``RevisionError``, naming symbol, bars and sizes): good candles are never
+  overwritten silently. Allowed revisions take the batch's values and count in
+  ``n_updated``.
 - failed: the whole batch into ``quarantine_candles``, one ``quarantine`` row
   (failed expectations, summary, report JSON), critical and soft findings into
   ``quality_findings``, a 'quarantined' row into ``ingest_log``; ``candles`` is not
@@ -21,16 +29,16 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
-from ml_core.config import QualityConfig
-from ml_core.data.sources import SUFFIXES, read_candle_file
-from ml_core.data.warehouse import CANDLE_COLUMNS, Warehouse
-from ml_core.errors import DataContractError, QualityGateError
+from ml_core.config import TIMEFRAME_SECONDS, QualityConfig
+from ml_core.data.sources import SUFFIXES, read_candle_file, symbol_from_filename
+from ml_core.data.warehouse import CANDLE_COLUMNS, Warehouse, to_naive_utc
+from ml_core.errors import CoincastError, DataContractError, QualityGateError, RevisionError
 from ml_core.quality import QualityReport, validate_candles
 
 log = logging.getLogger(__name__)
@@ -48,12 +56,17 @@ _FINDING_COLUMNS = [
     "n_rows",
     "detail",
 ]
-_DIFFERS = " OR ".join(f"c.{v} IS DISTINCT FROM b.{v}" for v in _VALUES)
 
 
 @dataclass(frozen=True)
 class IngestResult:
-    """What one loaded batch did to the warehouse."""
+    """What one loaded batch did to the warehouse.
+
+    ``n_rows`` rows were read; ``n_forming`` of them were still-forming bars (not
+    stored); of the rest ``n_new`` were inserted, ``n_unchanged`` were stored
+    already with the same values and ``n_updated`` were allowed revisions
+    (``revisions``: per symbol, bars and largest relative change).
+    """
 
     batch_id: str
     source: str
@@ -63,6 +76,9 @@ class IngestResult:
     n_new: int
     n_updated: int
     findings: list[dict] = field(default_factory=list)
+    n_forming: int = 0
+    n_unchanged: int = 0
+    revisions: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         """Plain dict (for task results, artifacts and JSON)."""
@@ -76,38 +92,65 @@ def ingest_frame(
     *,
     source: str,
     now: pd.Timestamp | None = None,
+    allow_revisions: bool = False,
 ) -> IngestResult:
     """Validate one candle batch and load it, or quarantine it and raise ``QualityGateError``.
 
     ``source`` names where the batch came from (a path, 'binance', ...); ``now``
-    bounds the open times (default: current UTC time). The input is not changed.
+    (default: current UTC time) bounds the open times and decides which bars are
+    still forming. A batch that would revise stored candles raises ``RevisionError``
+    (a ``QualityGateError``) unless ``allow_revisions``. The input is not changed.
     """
-    report = validate_candles(candles, cfg, now=now)
-    batch = candles.loc[:, CANDLE_COLUMNS].reset_index(drop=True)
-    batch["ts"] = _naive_us(batch["ts"])
+    now = to_naive_utc(now) if now is not None else _now()
+    batch, n_forming = _closed_bars(candles, now)
+    report = validate_candles(batch, cfg, now=now)
     batch_id = uuid.uuid4().hex
     timeframe = ",".join(report.timeframes)
     if not report.passed:
-        message = f"{report.summary()} Batch {batch_id} from {source} was quarantined."
-        _write_quarantine(warehouse, batch, report, batch_id=batch_id, source=source, msg=message)
-        log.warning(
-            "quarantined batch %s from %s: %s", batch_id, source, report.failed_expectations
+        _quarantine(warehouse, batch, report, batch_id=batch_id, source=source)
+        raise QualityGateError(
+            _quarantine_message(report, batch_id, source),
+            batch_id=batch_id,
+            failures=report.failures,
         )
-        raise QualityGateError(message, batch_id=batch_id, failures=report.failures)
-    n_new, n_updated = _write_loaded(warehouse, batch, report, batch_id=batch_id, source=source)
+    tolerance = cfg.revision_tolerance
+    try:
+        counts = _write_loaded(
+            warehouse,
+            batch,
+            report,
+            batch_id=batch_id,
+            source=source,
+            tolerance=tolerance,
+            allow_revisions=allow_revisions,
+        )
+    except _RefusedRevisions as refused:
+        report = replace(report, passed=False, failures=[_revision_failure(refused.revisions)])
+        _quarantine(warehouse, batch, report, batch_id=batch_id, source=source)
+        raise RevisionError(
+            f"{_revision_text(refused.revisions, tolerance)} Batch {batch_id} from {source} was "
+            "refused and quarantined; nothing stored changed. If the exchange corrected these "
+            "bars, ingest again with --allow-revisions (allow_revisions=True).",
+            batch_id=batch_id,
+            failures=report.failures,
+            revisions=refused.revisions,
+        ) from None
     log.info(
-        "loaded batch %s from %s: %d rows, %d new, %d updated",
-        *(batch_id, source, len(batch), n_new, n_updated),
+        "loaded batch %s from %s: %d rows, %d new, %d revised, %d unchanged, %d forming",
+        *(batch_id, source, len(batch), counts.new, counts.updated, counts.unchanged, n_forming),
     )
     return IngestResult(
         batch_id=batch_id,
         source=source,
         symbols=report.symbols,
         timeframe=timeframe,
-        n_rows=len(batch),
-        n_new=n_new,
-        n_updated=n_updated,
+        n_rows=len(batch) + n_forming,
+        n_new=counts.new,
+        n_updated=counts.updated,
         findings=report.findings,
+        n_forming=n_forming,
+        n_unchanged=counts.unchanged,
+        revisions=counts.revisions,
     )
 
 
@@ -119,22 +162,133 @@ def ingest_paths(
     symbol: str | None = None,
     timeframe: str | None = None,
     now: pd.Timestamp | None = None,
+    allow_revisions: bool = False,
 ) -> list[IngestResult]:
     """Ingest files one batch each, in order; a folder stands for its candle files (sorted).
 
     Stops at the first file that cannot be read or fails the gate, raising its
-    error; the files before it stay loaded (each batch is its own transaction).
+    error with what was loaded before it and what was not; the files before it
+    stay loaded (each batch is its own transaction). ``ingest_run`` is the same
+    without the raise, for callers that show a per-file summary.
     """
+    run = ingest_run(
+        warehouse,
+        paths,
+        cfg,
+        symbol=symbol,
+        timeframe=timeframe,
+        now=now,
+        allow_revisions=allow_revisions,
+    )
+    run.raise_for_failure()
+    return run.results
+
+
+@dataclass
+class IngestRun:
+    """A multi-file ingest: what loaded, what was skipped (and why), what failed, what was
+    never read."""
+
+    results: list[IngestResult] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    failed: tuple[str, CoincastError] | None = None
+    not_read: list[str] = field(default_factory=list)
+
+    def raise_for_failure(self) -> None:
+        """Re-raise the failure, its message extended by what loaded and what did not."""
+        if self.failed is None:
+            return
+        path, exc = self.failed
+        loaded = ", ".join(f"{Path(r.source).name} ({r.n_new} new)" for r in self.results)
+        tail = f" Loaded before it: {loaded}." if loaded else " Nothing was loaded."
+        if self.not_read:
+            tail += f" Not read: {', '.join(Path(p).name for p in self.not_read)}."
+        exc.args = (f"{exc.args[0] if exc.args else exc}{tail}", *exc.args[1:])
+        raise exc
+
+    def as_dict(self) -> dict:
+        return {
+            "results": [r.as_dict() for r in self.results],
+            "skipped": [{"path": p, "reason": why} for p, why in self.skipped],
+            "failed": None
+            if self.failed is None
+            else {"path": self.failed[0], "error": str(self.failed[1])},
+            "not_read": list(self.not_read),
+        }
+
+
+def ingest_run(
+    warehouse: Warehouse,
+    paths: Iterable[Path | str] | Path | str,
+    cfg: QualityConfig,
+    *,
+    symbol: str | None = None,
+    timeframe: str | None = None,
+    now: pd.Timestamp | None = None,
+    allow_revisions: bool = False,
+) -> IngestRun:
+    """``ingest_paths`` without the raise: stops at the first failure and records it."""
     files = _expand(paths)
     if not files:
         raise DataContractError(
             f"No candle files in {paths!r}; pass files or folders holding {', '.join(SUFFIXES)}."
         )
-    results = []
-    for path in files:
-        candles = read_candle_file(path, symbol=symbol, timeframe=timeframe)
-        results.append(ingest_frame(warehouse, candles, cfg, source=str(path), now=now))
-    return results
+    if symbol is not None:
+        _one_symbol_for_files(files, symbol)
+    run = IngestRun()
+    for i, path in enumerate(files):
+        try:
+            candles = read_candle_file(path, symbol=symbol, timeframe=timeframe)
+            result = ingest_frame(
+                warehouse,
+                candles,
+                cfg,
+                source=str(path),
+                now=now,
+                allow_revisions=allow_revisions,
+            )
+        except CoincastError as exc:
+            run.failed = (str(path), exc)
+            run.not_read = [str(p) for p in files[i + 1 :]]
+            return run
+        run.results.append(result)
+    return run
+
+
+def _one_symbol_for_files(files: list[Path], symbol: str) -> None:
+    """One --symbol names one asset: refuse it for files whose names say different ones."""
+    named: dict[str, str] = {}
+    for f in files:
+        try:
+            named[f.name] = symbol_from_filename(f)
+        except DataContractError:
+            continue
+    if len(files) > 1 and len(set(named.values())) > 1:
+        listing = ", ".join(f"{name} -> {sym}" for name, sym in named.items())
+        raise DataContractError(
+            f"--symbol {symbol} was given for {len(files)} files whose names say different "
+            f"symbols ({listing}); one --symbol would store them all as {symbol}. Ingest each "
+            "file with its own --symbol, or drop --symbol to take the names."
+        )
+
+
+def _closed_bars(candles: pd.DataFrame, now: pd.Timestamp) -> tuple[pd.DataFrame, int]:
+    """The batch (canonical columns, ts naive) without still-forming bars, and their count."""
+    batch = candles.loc[:, [c for c in CANDLE_COLUMNS if c in candles.columns]]
+    batch = batch.reset_index(drop=True)
+    if "ts" not in batch or "timeframe" not in batch or batch.empty:
+        return batch, 0  # the gate names what is missing
+    if not pd.api.types.is_datetime64_any_dtype(batch["ts"]):
+        return batch, 0
+    batch["ts"] = _naive_us(batch["ts"])
+    seconds = batch["timeframe"].map(TIMEFRAME_SECONDS)
+    closes = batch["ts"] + pd.to_timedelta(seconds, unit="s")
+    forming = (batch["ts"] <= now) & (closes > now) & seconds.notna()
+    n_forming = int(forming.sum())
+    if n_forming:
+        log.info("dropped %d still-forming bar(s) (closing after %s)", n_forming, now)
+        batch = batch.loc[~forming].reset_index(drop=True)
+    return batch, n_forming
 
 
 def _expand(paths: Iterable[Path | str] | Path | str) -> list[Path]:
@@ -162,21 +316,128 @@ def _now() -> pd.Timestamp:
     return pd.Timestamp.now(tz="UTC").tz_localize(None)
 
 
+# ---- revisions --------------------------------------------------------------------------
+
+
+class _RefusedRevisions(Exception):
+    def __init__(self, revisions: list[dict]) -> None:
+        super().__init__("refused revisions")
+        self.revisions = revisions
+
+
+@dataclass(frozen=True)
+class _Counts:
+    new: int
+    updated: int
+    unchanged: int
+    revisions: list[dict]
+
+
+def _rel_change(col: str) -> str:
+    """SQL: relative change of one value, stored c -> batch b (NULL mismatch: infinite)."""
+    return (
+        f"CASE WHEN c.{col} IS NOT DISTINCT FROM b.{col} THEN 0.0 "
+        f"WHEN c.{col} IS NULL OR b.{col} IS NULL THEN 'inf'::DOUBLE "
+        f"ELSE abs(b.{col} - c.{col}) / greatest(abs(c.{col}), 1e-12) END"
+    )
+
+
+_REL = f"greatest({', '.join(_rel_change(v) for v in _VALUES)})"
+
+
+def _revisions(con: duckdb.DuckDBPyConnection, tolerance: float) -> list[dict]:
+    """Per symbol: stored bars the batch changes beyond ``tolerance``, with sizes."""
+    frame = con.execute(
+        f"""SELECT b.symbol, b.timeframe, count(*) AS bars, max({_REL}) AS max_rel_change,
+                   arg_max(b.ts, {_REL}) AS largest_at, min(b.ts) AS first_ts,
+                   max(b.ts) AS last_ts
+            FROM batch_frame AS b JOIN candles AS c ON {_KEY_JOIN}
+            WHERE {_REL} > ?
+            GROUP BY b.symbol, b.timeframe ORDER BY b.symbol, b.timeframe""",
+        [tolerance],
+    ).fetchall()
+    keys = ["symbol", "timeframe", "bars", "max_rel_change", "largest_at", "first_ts", "last_ts"]
+    out = []
+    for row in frame:
+        d = dict(zip(keys, row, strict=True))
+        d["bars"] = int(d["bars"])
+        d["max_rel_change"] = float(d["max_rel_change"])
+        for k in ("largest_at", "first_ts", "last_ts"):
+            d[k] = str(pd.Timestamp(d[k]))
+        out.append(d)
+    return out
+
+
+def _revision_text(revisions: list[dict], tolerance: float) -> str:
+    parts = [
+        f"{r['symbol']} {r['timeframe']}: {r['bars']} bar(s) from {r['first_ts']} to "
+        f"{r['last_ts']}, largest change {r['max_rel_change']:.3%} at {r['largest_at']}"
+        for r in revisions
+    ]
+    return (
+        f"The batch would revise stored candles beyond the tolerance {tolerance:g} (relative): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def _revision_failure(revisions: list[dict]) -> dict:
+    """A report failure (the shape ``QualityReport.failures`` has) for refused revisions."""
+    return {
+        "expectation": "no_silent_revision",
+        "label": "stored candles keep their values",
+        "columns": list(_VALUES),
+        "symbols": [r["symbol"] for r in revisions],
+        "by_symbol": {r["symbol"]: r["bars"] for r in revisions},
+        "n_rows": sum(r["bars"] for r in revisions),
+        "examples": [
+            {"symbol": r["symbol"], "ts": r["largest_at"], "rel_change": r["max_rel_change"]}
+            for r in revisions
+        ],
+        "error": None,
+    }
+
+
+def _quarantine_message(report: QualityReport, batch_id: str, source: str) -> str:
+    return f"{report.summary()} Batch {batch_id} from {source} was quarantined."
+
+
+def _quarantine(
+    warehouse: Warehouse, batch: pd.DataFrame, report: QualityReport, *, batch_id: str, source: str
+) -> None:
+    message = _quarantine_message(report, batch_id, source)
+    _write_quarantine(warehouse, batch, report, batch_id=batch_id, source=source, msg=message)
+    log.warning("quarantined batch %s from %s: %s", batch_id, source, report.failed_expectations)
+
+
 # ---- the two transactions ---------------------------------------------------------------
 
 
 def _write_loaded(
-    warehouse: Warehouse, batch: pd.DataFrame, report: QualityReport, *, batch_id: str, source: str
-) -> tuple[int, int]:
-    """Upsert a passed batch; returns (n_new, n_updated)."""
+    warehouse: Warehouse,
+    batch: pd.DataFrame,
+    report: QualityReport,
+    *,
+    batch_id: str,
+    source: str,
+    tolerance: float,
+    allow_revisions: bool,
+) -> _Counts:
+    """Upsert a passed batch; raises ``_RefusedRevisions`` (nothing written) when it would
+    revise stored candles and revisions are not allowed."""
     with warehouse.connect() as con:
         con.register("batch_frame", batch)
         con.begin()
         try:
-            n_new, n_updated = _count_changes(con)
+            revisions = _revisions(con, tolerance)
+            if revisions and not allow_revisions:
+                raise _RefusedRevisions(revisions)
+            n_new, n_stored = _count_keys(con)
+            n_updated = sum(r["bars"] for r in revisions)
             con.execute(
                 f"UPDATE candles AS c SET {', '.join(f'{v} = b.{v}' for v in _VALUES)} "
-                f"FROM batch_frame AS b WHERE {_KEY_JOIN} AND ({_DIFFERS})"
+                f"FROM batch_frame AS b WHERE {_KEY_JOIN} AND {_REL} > ?",
+                [tolerance],
             )
             con.execute(
                 f"INSERT INTO candles ({_COLS}) SELECT {_COLS} FROM batch_frame AS b "
@@ -192,13 +453,13 @@ def _write_loaded(
             raise
         finally:
             con.unregister("batch_frame")
-    return n_new, n_updated
+    return _Counts(n_new, n_updated, n_stored - n_updated, revisions)
 
 
-def _count_changes(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+def _count_keys(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(batch keys not stored yet, batch keys stored already)."""
     row = con.execute(
-        f"SELECT count(*) FILTER (WHERE c.symbol IS NULL), "
-        f"count(*) FILTER (WHERE c.symbol IS NOT NULL AND ({_DIFFERS})) "
+        f"SELECT count(*) FILTER (WHERE c.symbol IS NULL), count(c.symbol) "
         f"FROM batch_frame AS b LEFT JOIN candles AS c ON {_KEY_JOIN}"
     ).fetchone()
     return int(row[0]), int(row[1])

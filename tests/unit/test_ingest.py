@@ -15,7 +15,7 @@ import pytest
 from ml_core.config import QualityConfig
 from ml_core.data.ingest import IngestResult, ingest_frame, ingest_paths
 from ml_core.data.warehouse import Warehouse
-from ml_core.errors import DataContractError, QualityGateError
+from ml_core.errors import DataContractError, QualityGateError, RevisionError
 
 SAMPLE_1H = Path(__file__).resolve().parents[2] / "data" / "sample_1h.parquet"
 NOW = pd.Timestamp("2024-06-01 00:00:00")
@@ -88,11 +88,24 @@ def test_double_ingest_changes_nothing(wh: Warehouse) -> None:
     assert [r[6] for r in logs] == [20, 0] and [r[7] for r in logs] == ["loaded", "loaded"]
 
 
-def test_overlap_inserts_new_and_newer_values_win(wh: Warehouse) -> None:
+def test_revision_is_refused_and_quarantined_then_allowed(wh: Warehouse) -> None:
     batch = make_candles(25)  # 20 known + 5 new
     batch.loc[19, ["close", "high", "volume"]] = [batch.loc[19, "close"] + 0.1, 200.0, 99.0]
-    result = ingest_frame(wh, batch, CFG, source="refetch", now=NOW)
-    assert (result.n_new, result.n_updated) == (5, 1)
+    before = rows(wh, "candles")
+    with pytest.raises(
+        RevisionError, match=r"BTC/USDT 1m: 1 bar\(s\) from 2024-01-01 00:19:00"
+    ) as err:
+        ingest_frame(wh, batch, CFG, source="refetch", now=NOW)
+    assert "--allow-revisions" in str(err.value) and "890.000%" in str(err.value)
+    assert rows(wh, "candles") == before  # not even the 5 new bars
+    (rev,) = err.value.revisions
+    assert (rev["symbol"], rev["bars"]) == ("BTC/USDT", 1) and rev["max_rel_change"] == 8.9
+    (q,) = rows(wh, "quarantine")
+    assert q[0] == err.value.batch_id and q[6] == "no_silent_revision" and q[5] == 25
+
+    result = ingest_frame(wh, batch, CFG, source="refetch", now=NOW, allow_revisions=True)
+    assert (result.n_new, result.n_updated, result.n_unchanged) == (5, 1, 19)
+    assert [r["bars"] for r in result.revisions] == [1]
     with wh.connect(read_only=True) as con:
         logged = con.execute(
             "SELECT n_new, n_updated FROM ingest_log WHERE batch_id = ?", [result.batch_id]
@@ -101,6 +114,45 @@ def test_overlap_inserts_new_and_newer_values_win(wh: Warehouse) -> None:
     stored = wh.read_candles()
     assert len(stored) == 25
     pd.testing.assert_frame_equal(stored, batch, check_dtype=False)
+
+
+def test_float_noise_is_not_a_revision(wh: Warehouse) -> None:
+    before = rows(wh, "candles")
+    batch = make_candles()
+    batch["close"] *= 1 + 1e-12  # e.g. a CSV round trip
+    result = ingest_frame(wh, batch, CFG, source="csv-again", now=NOW)
+    assert (result.n_new, result.n_updated, result.n_unchanged) == (0, 0, 20)
+    assert rows(wh, "candles") == before  # the stored values stay as first stored
+    with pytest.raises(RevisionError):
+        ingest_frame(wh, batch, QualityConfig(revision_tolerance=0.0), source="strict", now=NOW)
+
+
+def test_forming_bar_is_not_stored_and_counted(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "w.duckdb")
+    batch = make_candles(5)  # 1m bars 00:00 .. 00:04
+    now = pd.Timestamp("2024-01-01 00:04:45")  # the 00:04 bar closes at 00:05
+    result = ingest_frame(wh, batch, CFG, source="live", now=now)
+    assert (result.n_rows, result.n_new, result.n_forming) == (5, 4, 1)
+    assert wh.read_candles()["ts"].max() == pd.Timestamp("2024-01-01 00:03:00")
+    later = ingest_frame(wh, batch, CFG, source="live", now=pd.Timestamp("2024-01-01 00:05:00"))
+    assert (later.n_new, later.n_forming, later.n_unchanged) == (1, 0, 4)
+
+
+def test_one_symbol_for_files_naming_different_symbols_is_refused(
+    wh: Warehouse, tmp_path: Path
+) -> None:
+    for name in ["BTCUSDT.csv", "ETHUSDT.csv"]:
+        make_candles(5).drop(columns=["symbol", "timeframe"]).to_csv(tmp_path / name, index=False)
+    counts = wh.table_counts()
+    with pytest.raises(DataContractError, match=r"--symbol BTC/USDT was given for 2 files"):
+        ingest_paths(
+            wh,
+            [tmp_path / "BTCUSDT.csv", tmp_path / "ETHUSDT.csv"],
+            CFG,
+            symbol="BTC/USDT",
+            now=NOW,
+        )
+    assert wh.table_counts() == counts  # refused before any file was read
 
 
 def bad(change: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[], pd.DataFrame]:
@@ -252,8 +304,9 @@ def test_ingest_paths_one_batch_per_file_and_stops_at_first_failure(
     make_candles(5, start="2024-01-04").drop(columns=["symbol", "timeframe"]).to_csv(
         folder / "c_ETHUSDT.csv", index=False
     )
-    with pytest.raises(QualityGateError, match=r"\(volume >= 0\) for ETH/USDT: 1 row"):
+    with pytest.raises(QualityGateError, match=r"\(volume >= 0\) for ETH/USDT: 1 row") as err:
         ingest_paths(wh, folder, CFG, symbol="ETH/USDT", now=NOW)
+    assert "Loaded before it: a_ETHUSDT.csv (5 new). Not read: c_ETHUSDT.csv." in str(err.value)
     sources = [r[2] for r in rows(wh, "ingest_log", order="created_at")]
     assert sources == ["seed", str(folder / "a_ETHUSDT.csv"), str(folder / "b_ETHUSDT.csv")]
     assert len(wh.read_candles(symbols=["ETH/USDT"])) == 5  # a loaded, c never read
