@@ -7,6 +7,7 @@ message and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -48,13 +49,20 @@ def _config(
     timeframe: str | None = None,
     *,
     profile: str | None = None,
+    dataset: bool = True,
 ) -> CoincastConfig:
+    """The one config of this command; ``dataset``: fill in the timeframe from the warehouse
+    when it was not given (``ml_core.data.datasets.resolve_timeframe``)."""
     overrides: dict[str, object] = {"profile": profile}
     if home is not None:
         overrides["home"] = home
     if timeframe is not None:
         overrides["data"] = {"timeframe": timeframe}
     cfg = load_config(config, **overrides)
+    if dataset:
+        from ml_core.data.datasets import resolve_timeframe
+
+        cfg = resolve_timeframe(cfg)
     _prefect_env(cfg)
     return cfg
 
@@ -80,6 +88,49 @@ def _prefect_env(cfg: CoincastConfig) -> None:
 def _fail(exc: Exception) -> None:
     err_console.print(f"[bold red]error:[/] {exc}")
     raise typer.Exit(code=2 if isinstance(exc, QualityGateError) else 1)
+
+
+class _OneLineTracebacks(logging.Filter):
+    """On the console, an error logged with a traceback keeps its first line; the
+    traceback goes to the log file only (``_flow_logging``)."""
+
+    def __init__(self, log_file: Path) -> None:
+        super().__init__()
+        self.log_file = log_file
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info or record.exc_text:
+            first = record.getMessage().splitlines()[0]
+            record.msg, record.args = f"{first} (traceback in {self.log_file})", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+@contextmanager
+def _flow_logging(cfg: CoincastConfig) -> Iterator[Path]:
+    """Run a flow with the whole log (tracebacks included) in <home>/logs/coincast.log and
+    only one line per failure on the console."""
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()
+    log_file = cfg.home.resolve() / "logs" / "coincast.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(log_file)
+    file_handler.setLevel(logging.INFO)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers.insert(0, file_handler)  # first: it sees the record before the filter
+    short = _OneLineTracebacks(log_file)
+    consoles = [h for h in root.handlers if h is not file_handler]
+    for h in consoles:
+        h.addFilter(short)
+    try:
+        yield log_file
+    finally:
+        for h in consoles:
+            h.removeFilter(short)
+        root.removeHandler(file_handler)
+        file_handler.close()
 
 
 @contextmanager
@@ -120,7 +171,7 @@ def ingest(
     from ml_core.data.warehouse import Warehouse
 
     with _user_errors():
-        cfg = _config(home, config)
+        cfg = _config(home, config, dataset=False)
         run = ingest_run(
             Warehouse(cfg.warehouse_path),
             list(paths),
@@ -265,12 +316,16 @@ def retrain(
         cfg = _config(home, config, timeframe, profile=profile)
         from flows.params import RetrainParams
         from flows.retrain import retrain_flow
+        from ml_core.data.datasets import require_candles
 
+        if not ingest_path:
+            require_candles(cfg)  # before Prefect starts: a clear line, not a 30 s failure
         params = RetrainParams(
             **_run_fields(cfg, config),
             ingest_paths=[str(p) for p in ingest_path or []],
         )
-        summary = retrain_flow(params)
+        with _flow_logging(cfg):
+            summary = retrain_flow(params)
     _print_retrain(summary)
 
 
@@ -315,29 +370,30 @@ def replay(
         policies = check_policies(policy or list(POLICIES))  # fail before starting Prefect
         (out / "prefect").mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("PREFECT_HOME", str(out.resolve() / "prefect"))
-        cfg = _config(None, config, profile=profile)
+        cfg = _config(None, config, profile=profile, dataset=False)
         from flows.replay import ReplayParams, replay_flow
 
-        summary = replay_flow(
-            ReplayParams(
-                data=str(data),
-                start=start,
-                end=end,
-                weeks=weeks,
-                out_dir=str(out),
-                timeframe=timeframe,
-                symbols=symbol or None,
-                policies=policies,
-                config_path=str(config) if config else None,
-                profile=cfg.profile,
-                weekly_retrain_cron=retrain_cron,
-                daily_predict_cron=predict_cron,
-                daily_monitor_cron=monitor_cron,
-                timezone=timezone,
-                warmup_days=warmup_days,
-                overwrite=overwrite,
+        with _flow_logging(cfg):
+            summary = replay_flow(
+                ReplayParams(
+                    data=str(data),
+                    start=start,
+                    end=end,
+                    weeks=weeks,
+                    out_dir=str(out),
+                    timeframe=timeframe,
+                    symbols=symbol or None,
+                    policies=policies,
+                    config_path=str(config) if config else None,
+                    profile=cfg.profile,
+                    weekly_retrain_cron=retrain_cron,
+                    daily_predict_cron=predict_cron,
+                    daily_monitor_cron=monitor_cron,
+                    timezone=timezone,
+                    warmup_days=warmup_days,
+                    overwrite=overwrite,
+                )
             )
-        )
     _print_replay(summary)
 
 
@@ -414,14 +470,15 @@ def tune(
         from ml_core.models.tuning import check_tunable
 
         check_tunable(candidate or cfg.tuning.models)  # fail before starting Prefect
-        summary = tune_flow(
-            TuneParams(
-                **_run_fields(cfg, config),
-                candidates=candidate or None,
-                n_trials=trials,
-                timeout_s=timeout,
+        with _flow_logging(cfg):
+            summary = tune_flow(
+                TuneParams(
+                    **_run_fields(cfg, config),
+                    candidates=candidate or None,
+                    n_trials=trials,
+                    timeout_s=timeout,
+                )
             )
-        )
     table = Table(title=f"Tuned {summary['model_name']} (mean validation AUC over horizons)")
     for col in ["study", "best val AUC", "new trials", "trials total", "best params"]:
         table.add_column(col)
@@ -436,6 +493,21 @@ def tune(
         f"  saved to {summary['tuned_params_path']} (used by the next `coincast retrain`)"
     )
     console.print(f"  MLflow run {summary['mlflow_run_id']} at {summary['tracking_uri']}")
+
+
+def _warn_stale(preds: object, timeframe: str) -> None:
+    """Warn (stderr) when a symbol's latest candle closed more than two bars ago."""
+    from ml_core.serving import stale_symbols
+
+    stale = stale_symbols(preds, timeframe)
+    if stale:
+        listing = ", ".join(f"{sym} ({age})" for sym, age in list(stale.items())[:5])
+        more = f" and {len(stale) - 5} more" if len(stale) > 5 else ""
+        err_console.print(
+            f"[yellow]warning:[/] the latest {timeframe} candle is more than two bars old for "
+            f"{listing}{more}: these are scores of old data. Bring new candles with "
+            "`coincast download` (or `coincast ingest`)."
+        )
 
 
 def _short(value: object) -> str:
@@ -459,6 +531,7 @@ def predict(
     with _user_errors():
         cfg = _config(home, config, timeframe)
         preds = predict_latest(cfg, symbol=symbol, alias=alias)
+    _warn_stale(preds, cfg.data.timeframe)
     if "edge" not in preds.columns:  # a model registered before per-horizon skill existed
         preds["edge"] = True
     no_edge = ~preds["edge"].astype(bool)
@@ -536,12 +609,13 @@ def score(
         from flows.params import PredictParams
         from flows.predict import predict_flow
 
-        summary = predict_flow(
-            PredictParams(
-                **_run_fields(cfg, config),
-                symbols=symbol or None,
+        with _flow_logging(cfg):
+            summary = predict_flow(
+                PredictParams(
+                    **_run_fields(cfg, config),
+                    symbols=symbol or None,
+                )
             )
-        )
     console.print(
         f"Scored {summary['n_scored']:,} rows ({summary['n_written']:,} written) for "
         f"{summary['n_symbols']} symbols from {summary['n_candles_read']:,} candle rows read."
@@ -565,12 +639,13 @@ def monitor(
         from flows.monitor import monitor_flow
         from flows.params import MonitorParams
 
-        out = monitor_flow(
-            MonitorParams(
-                **_run_fields(cfg, config),
-                allow_rollback=not no_rollback,
+        with _flow_logging(cfg):
+            out = monitor_flow(
+                MonitorParams(
+                    **_run_fields(cfg, config),
+                    allow_rollback=not no_rollback,
+                )
             )
-        )
     console.print(
         f"Monitor {out['model_name']}: {out['n_outcomes']:,} realized outcomes "
         f"({out['window_start']} .. {out['window_end']}), {out['n_drifted']} drifted feature(s)."
@@ -581,11 +656,12 @@ def monitor(
 
 @app.command()
 def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeOpt = None) -> None:
-    """Warehouse contents, champion / challenger / previous and the last decisions."""
+    """Warehouse contents, every registered model's champion / challenger / previous, the
+    last decisions (only the timeframe's model with --timeframe)."""
     from ml_core.serving import collect_status
 
     with _user_errors():
-        cfg = _config(home, config, timeframe)
+        cfg = _config(home, config, timeframe, dataset=False)
         info = collect_status(cfg)
     console.print(f"[bold]coincast home[/]: {cfg.home.resolve()}")
     if info["candles"] is not None:
@@ -601,26 +677,35 @@ def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeO
         console.print("No warehouse yet: run `coincast ingest PATH` or `make run`.")
     if info.get("quarantine"):
         console.print(f"[yellow]Quarantined batches[/]: {info['quarantine']}")
-    t = Table(title=f"Registry: {cfg.model_name} ({cfg.tracking_uri})")
-    for col in ["alias", "version", "candidate", "test AUC", "served horizons", "fit on"]:
+    t = Table(title=f"Registry ({cfg.tracking_uri})")
+    for col in ["model", "alias", "version", "candidate", "test AUC", "served horizons", "fit on"]:
         t.add_column(col)
-    for r in info["aliases"]:
-        t.add_row(
-            r["alias"],
-            r["version"],
-            r.get("candidate", ""),
-            r.get("test_auc", ""),
-            r.get("edge_horizons", ""),
-            r.get("final_fit", ""),
-        )
-    console.print(t if info["aliases"] else "No registered model yet: run `coincast retrain`.")
+    for model in info["models"]:
+        for r in model["aliases"]:
+            t.add_row(
+                model["name"],
+                r["alias"],
+                r["version"],
+                r.get("candidate", ""),
+                r.get("test_auc", ""),
+                r.get("edge_horizons", ""),
+                r.get("final_fit", ""),
+            )
+    if t.row_count:
+        console.print(t)
+    elif info["models"]:
+        names = ", ".join(m["name"] for m in info["models"])
+        console.print(f"Registered models {names} have no champion yet: run `coincast retrain`.")
+    else:
+        console.print("No registered model yet: run `coincast retrain`.")
     if info["decisions"]:
         t = Table(title="Last decisions")
-        for col in ["when (UTC)", "action", "challenger", "champion before -> after", "reason"]:
+        for col in ["when (UTC)", "model", "action", "challenger", "champion", "reason"]:
             t.add_column(col)
         for r in info["decisions"]:
             t.add_row(
                 str(r["created_at"])[:19],
+                r["model_name"],
                 r["action"],
                 str(r["challenger_version"]),
                 f"{r['champion_before']} -> {r['champion_after']}",
@@ -635,8 +720,8 @@ def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeO
             planned = ", ".join(f"{a}: {b}->{v}" for a, (b, v) in m["planned"].items())
             t.add_row(str(m["created_at"])[:19], m["action"], m["actor"], str(m["pid"]), planned)
         console.print(t)
-    if info.get("report"):
-        console.print(f"Latest report: {info['report']}")
+    for report in info.get("reports", []):
+        console.print(f"Latest report: {report}")
 
 
 @app.command()

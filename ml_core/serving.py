@@ -34,6 +34,25 @@ def predict_latest(
     return preds
 
 
+def stale_symbols(
+    preds: pd.DataFrame, timeframe: str, *, now: pd.Timestamp | None = None
+) -> dict[str, str]:
+    """Symbols whose latest scored candle closed more than two bars before ``now``, with the
+    age (e.g. '3 days 02:00:00'), oldest first."""
+    from ml_core.config import timeframe_seconds
+
+    if preds.empty:
+        return {}
+    now = now if now is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
+    bar = pd.Timedelta(seconds=timeframe_seconds(timeframe))
+    latest = pd.to_datetime(preds.groupby("symbol")["ts"].max())
+    if getattr(latest.dt, "tz", None) is not None:
+        latest = latest.dt.tz_convert("UTC").dt.tz_localize(None)
+    age = now - (latest + bar)
+    old = age[age > 2 * bar].sort_values(ascending=False)
+    return {str(sym): str(a.floor("s")) for sym, a in old.items()}
+
+
 def _recent_candles(cfg: CoincastConfig, *, symbol: str | None, n_bars: int) -> pd.DataFrame:
     wh = Warehouse(cfg.warehouse_path)
     with wh.connect(read_only=True) as con:
@@ -60,7 +79,6 @@ def _recent_candles(cfg: CoincastConfig, *, symbol: str | None, n_bars: int) -> 
 def collect_status(cfg: CoincastConfig) -> dict[str, Any]:
     """Warehouse contents, aliases with their metrics, last decisions, latest report."""
     from ml_core.registry.promotion import read_audit
-    from ml_core.registry.store import RegistryStore
 
     wh = Warehouse(cfg.warehouse_path)
     info: dict[str, Any] = {
@@ -82,7 +100,18 @@ def collect_status(cfg: CoincastConfig) -> dict[str, Any]:
                 .to_dict(orient="records")
             )
             info["quarantine"] = int(con.execute("SELECT count(*) FROM quarantine").fetchone()[0])
-        info["decisions"] = read_audit(wh, cfg.model_name, limit=5).to_dict(orient="records")
+    info["models"] = _registered_models(cfg)
+    names = [m["name"] for m in info["models"]] or [cfg.model_name]
+    own = [m for m in info["models"] if m["name"] == cfg.model_name]
+    info["aliases"] = own[0]["aliases"] if own else []
+    if wh.exists:
+        decisions = [
+            {"model_name": n, **r}
+            for n in names
+            for r in read_audit(wh, n, limit=5).to_dict(orient="records")
+        ]
+        decisions.sort(key=lambda r: r["created_at"], reverse=True)
+        info["decisions"] = decisions[:8]
         from ml_core.registry.moves import unfinished_moves
 
         info["unfinished_moves"] = [
@@ -94,13 +123,33 @@ def collect_status(cfg: CoincastConfig) -> dict[str, Any]:
                 "pid": m.pid,
                 "planned": m.planned,
             }
-            for m in unfinished_moves(wh, cfg.model_name)
+            for n in names
+            for m in unfinished_moves(wh, n)
         ]
-    store = RegistryStore(cfg.tracking_uri, cfg.model_name)
-    if ((cfg.home / "mlflow.db").exists() or cfg.registry.tracking_uri) and store.exists():
+    reports = [cfg.reports_dir / n / "latest.html" for n in names]
+    info["reports"] = [str(r) for r in reports if r.exists()]
+    info["report"] = info["reports"][0] if len(info["reports"]) == 1 else None
+    return info
+
+
+def _registered_models(cfg: CoincastConfig) -> list[dict[str, Any]]:
+    """Every registered model with its aliases (name, aliases: [alias rows]); only
+    ``cfg.model_name`` when the timeframe was given explicitly."""
+    from ml_core.data.datasets import timeframe_is_explicit
+    from ml_core.registry.store import RegistryStore, registered_model_names
+
+    if not ((cfg.home / "mlflow.db").exists() or cfg.registry.tracking_uri):
+        return []
+    names = registered_model_names(cfg.tracking_uri)
+    if timeframe_is_explicit(cfg) or cfg.registry.model_name:
+        names = [n for n in names if n == cfg.model_name]
+    out = []
+    for name in names:
+        store = RegistryStore(cfg.tracking_uri, name)
+        rows = []
         for alias, version in store.aliases().items():
             tags = store.version_tags(version)
-            info["aliases"].append(
+            rows.append(
                 {
                     "alias": alias,
                     "version": version,
@@ -110,11 +159,11 @@ def collect_status(cfg: CoincastConfig) -> dict[str, Any]:
                     "feature_set": tags.get("coincast.feature_set", ""),
                     "edge_horizons": tags.get("coincast.edge_horizons", "all"),
                     "final_fit": tags.get("coincast.final_fit", "train"),
+                    "timeframe": tags.get("coincast.timeframe", ""),
                 }
             )
-    latest = cfg.reports_dir / cfg.model_name / "latest.html"
-    info["report"] = str(latest) if latest.exists() else None
-    return info
+        out.append({"name": name, "aliases": rows})
+    return out
 
 
 def _metric(tags: dict[str, str], key: str) -> str:

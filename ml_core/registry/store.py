@@ -222,6 +222,12 @@ def _check_pipeline(pipeline: Any) -> None:
         )
 
 
+def registered_model_names(tracking_uri: str) -> list[str]:
+    """Names of every registered model at ``tracking_uri``, sorted."""
+    client = make_client(tracking_uri)
+    return sorted(m.name for m in client.search_registered_models(max_results=1000))
+
+
 class RegistryStore:
     """Aliases, tags and loading for one registered model at one tracking URI."""
 

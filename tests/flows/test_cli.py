@@ -61,3 +61,34 @@ def test_status_and_predict_on_an_empty_home_say_what_to_do(tmp_path):
     result = runner.invoke(app, ["predict", "--home", str(home)])
     assert result.exit_code == 1
     assert "retrain" in result.output
+
+
+def test_a_failing_flow_prints_one_error_line_and_logs_the_traceback(tmp_path):
+    """A real process, as a user runs it: Prefect's tracebacks go to the log file only."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    home = tmp_path / "home"
+    bad = _candles()
+    bad.loc[5, "volume"] = -3.0
+    path = tmp_path / "ABC_USDT-1m.csv"
+    bad.to_csv(path, index=False)
+    exe = Path(sys.executable).with_name("coincast")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.run(
+        [str(exe), "retrain", "--home", str(home), "-t", "1m", "--ingest", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out
+    assert "error:" in out and "volume" in out and "quarantined" in out
+    log_file = home / "logs" / "coincast.log"
+    assert f"traceback in {log_file}" in out.replace("\n", "")
+    assert "Traceback (most recent call last)" in log_file.read_text()

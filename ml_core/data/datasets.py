@@ -1,0 +1,82 @@
+"""Which data set (timeframe) a command works on when the user did not say.
+
+A data set is one timeframe of the warehouse: the models of ``1h`` candles are
+``coincast-1h``. A user with only hourly candles should never have to type
+``--timeframe 1h``, and a user with several timeframes should be told which exist
+rather than get the 1m default's "no candles" after a long start. So, when the
+timeframe is not set explicitly (``--timeframe``, a config file, the environment,
+a deployment's parameters):
+
+- one timeframe among the stored candles and configured download sources: use it;
+- none (a fresh home): keep the default, the command then says what to ingest;
+- several: ``ConfigError`` naming them and how to choose.
+
+Example::
+
+    cfg = resolve_timeframe(load_config())      # 'coincast-1h' in a 1h-only home
+"""
+
+from __future__ import annotations
+
+from ml_core.config import TIMEFRAME_SECONDS, CoincastConfig
+from ml_core.data.warehouse import Warehouse
+from ml_core.errors import ConfigError, DataContractError
+
+
+def stored_timeframes(warehouse: Warehouse) -> list[str]:
+    """Timeframes that have candles in the warehouse, shortest bar first; [] without one."""
+    if not warehouse.exists:
+        return []
+    with warehouse.connect(read_only=True) as con:
+        found = [r[0] for r in con.execute("SELECT DISTINCT timeframe FROM candles").fetchall()]
+    return sorted(found, key=lambda tf: TIMEFRAME_SECONDS.get(tf, 0))
+
+
+def timeframe_is_explicit(cfg: CoincastConfig) -> bool:
+    """Whether ``data.timeframe`` was given (file, environment or override), not defaulted."""
+    return "timeframe" in cfg.data.model_fields_set
+
+
+def available_timeframes(cfg: CoincastConfig) -> list[str]:
+    """Stored timeframes plus those of the configured download sources."""
+    found = set(stored_timeframes(Warehouse(cfg.warehouse_path)))
+    found |= {s.timeframe for s in getattr(cfg, "sources", [])}
+    return sorted(found, key=lambda tf: TIMEFRAME_SECONDS.get(tf, 0))
+
+
+def resolve_timeframe(cfg: CoincastConfig) -> CoincastConfig:
+    """``cfg`` with the data set's timeframe filled in when it was not explicit (module doc)."""
+    if timeframe_is_explicit(cfg):
+        return cfg
+    found = available_timeframes(cfg)
+    if not found:
+        return cfg
+    if len(found) > 1:
+        raise ConfigError(
+            f"{cfg.warehouse_path} holds candles (or download sources) of {len(found)} "
+            f"timeframes: {', '.join(found)}. Say which data set to use with --timeframe "
+            f"(e.g. -t {found[0]}), or set data.timeframe in the config file."
+        )
+    data = cfg.data.model_copy(update={"timeframe": found[0]})
+    data.model_fields_set.add("timeframe")
+    return cfg.model_copy(update={"data": data})
+
+
+def require_candles(cfg: CoincastConfig) -> None:
+    """``DataContractError`` at once (before any flow starts) when the data set has no
+    candles and no download source would bring some; names the timeframes that exist."""
+    stored = stored_timeframes(Warehouse(cfg.warehouse_path))
+    sources = [s for s in getattr(cfg, "sources", []) if s.timeframe == cfg.data.timeframe]
+    if cfg.data.timeframe in stored or sources:
+        return
+    tf = cfg.data.timeframe
+    if stored:
+        choose = " or ".join(f"-t {t}" for t in stored)
+        raise DataContractError(
+            f"No {tf} candles in {cfg.warehouse_path}; it holds {', '.join(stored)}. "
+            f"Use {choose}, or ingest {tf} candles (`coincast ingest PATH`, `coincast download`)."
+        )
+    raise DataContractError(
+        f"No candles in {cfg.warehouse_path} yet. Ingest some (`coincast ingest PATH`, "
+        "`coincast download --symbols BTC/USDT -t 1h`, or `make run` for the sample)."
+    )
