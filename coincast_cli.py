@@ -724,11 +724,21 @@ def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeO
         console.print(f"Latest report: {report}")
 
 
+DataSetsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--timeframe",
+        "-t",
+        help="Data set(s) to serve, repeatable (default: every timeframe in the warehouse).",
+    ),
+]
+
+
 @app.command()
 def serve(
     home: HomeOpt = None,
     config: ConfigOpt = None,
-    timeframe: TimeframeOpt = None,
+    timeframe: DataSetsOpt = None,
     limit: Annotated[int | None, typer.Option(help="Most flow runs at the same time.")] = None,
     work_pool: Annotated[
         str | None,
@@ -743,19 +753,20 @@ def serve(
     from deployments import serve as serve_deployments
 
     with _user_errors():
-        cfg = _config(home, config, timeframe)
+        cfg = _config(home, config, dataset=False)
         config_path = str(config.resolve()) if config else None
         if work_pool:
-            for name in register_in_work_pool(cfg, work_pool, config_path):
+            for name in register_in_work_pool(cfg, work_pool, config_path, timeframe):
                 console.print(f"registered {name} in work pool {work_pool}")
             return
-        serve_deployments(cfg, config_path, limit=limit)
+        serve_deployments(cfg, config_path, limit=limit, timeframes=timeframe)
 
 
 @app.command()
 def ui(
     home: HomeOpt = None,
     config: ConfigOpt = None,
+    timeframe: DataSetsOpt = None,
     prefect_port: Annotated[int | None, typer.Option(help="Prefect UI/API port.")] = None,
     mlflow_port: Annotated[int | None, typer.Option(help="MLflow UI port.")] = None,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Servers only.")] = False,
@@ -767,7 +778,7 @@ def ui(
     from deployments.servers import run_ui
 
     with _user_errors():
-        cfg = _config(home, config)
+        cfg = _config(home, config, dataset=False)
         ports = {"prefect_port": prefect_port, "mlflow_port": mlflow_port}
         cfg = cfg.model_copy(
             update={
@@ -781,6 +792,7 @@ def ui(
             str(config.resolve()) if config else None,
             serve=not no_serve,
             echo=console.print,
+            timeframes=timeframe or (),
         )
 
 

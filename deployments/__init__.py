@@ -1,13 +1,19 @@
 """Prefect deployments of the coincast flows, and serving them.
 
-Scheduled (cron in ``cfg.deployments.timezone``, UTC by default):
+One set of deployments per data set (timeframe), named ``<deployment>-<timeframe>``,
+each with that timeframe as the default of its form. Scheduled (cron in
+``cfg.deployments.timezone``, UTC by default), e.g. for ``1h``:
 
-- ``retrain/weekly-retrain``  Monday 03:00 (``weekly_retrain_cron``)
-- ``predict/daily-predict``   00:10, after the daily candle closes (``daily_predict_cron``)
-- ``monitor/daily-monitor``   00:30, after predict (``daily_monitor_cron``)
+- ``retrain/weekly-retrain-1h``  Monday 03:00 (``weekly_retrain_cron``)
+- ``predict/daily-predict-1h``   00:10, after the daily candle closes (``daily_predict_cron``)
+- ``monitor/daily-monitor-1h``   00:30, after predict (``daily_monitor_cron``)
 
-On demand (run from the UI form or ``prefect deployment run``): ``ingest/ingest``,
-``promote/promote``, ``replay/replay``, ``rollback/rollback`` and ``tune/tune``.
+On demand (run from the UI form or ``prefect deployment run``): ``ingest/ingest-1h``,
+``promote/promote-1h``, ``replay/replay-1h``, ``rollback/rollback-1h`` and ``tune/tune-1h``.
+
+The data sets served: those given (``coincast serve -t 1h -t 1d``), else the timeframe
+set in config, else every timeframe in the warehouse and the download sources, else
+the default.
 
 Flows that are not importable yet (predict, monitor, tune) are skipped with a log
 line, so ``coincast serve`` works before they land. Every deployment's default
@@ -106,14 +112,33 @@ def deployment_specs(cfg: CoincastConfig) -> list[DeploymentSpec]:
 
 
 def default_run_params(
-    cfg: CoincastConfig, config_path: str | None = None
+    cfg: CoincastConfig, config_path: str | None = None, timeframe: str | None = None
 ) -> dict[str, str | None]:
     """The ``params`` every deployment starts from: this home, config file and timeframe."""
     return {
         "home": str(cfg.home.resolve()),
         "config_path": config_path,
-        "timeframe": cfg.data.timeframe,
+        "timeframe": timeframe or cfg.data.timeframe,
     }
+
+
+def served_timeframes(cfg: CoincastConfig, timeframes: list[str] | None = None) -> list[str]:
+    """The data sets to serve (module doc); each is checked against the known timeframes."""
+    from ml_core.config import timeframe_seconds
+    from ml_core.data.datasets import available_timeframes, timeframe_is_explicit
+
+    if timeframes:
+        for tf in timeframes:
+            timeframe_seconds(tf)  # ConfigError listing the known ones
+        return list(dict.fromkeys(timeframes))
+    if timeframe_is_explicit(cfg):
+        return [cfg.data.timeframe]
+    return available_timeframes(cfg) or [cfg.data.timeframe]
+
+
+def deployment_name(spec: DeploymentSpec, timeframe: str) -> str:
+    """``weekly-retrain-1h``: one name per deployment and data set."""
+    return f"{spec.name}-{timeframe}"
 
 
 def load_flow(spec: DeploymentSpec) -> Any | None:
@@ -132,31 +157,33 @@ def load_flow(spec: DeploymentSpec) -> Any | None:
 
 
 def build_deployments(
-    cfg: CoincastConfig, config_path: str | None = None
+    cfg: CoincastConfig, config_path: str | None = None, timeframes: list[str] | None = None
 ) -> list[RunnerDeployment]:
-    """Runner deployments of every available flow, with typed parameters and schedules."""
+    """Runner deployments of every available flow for every data set served, with typed
+    parameters and schedules; ``rollback`` of the last data set comes last."""
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
-    base = default_run_params(cfg, config_path)
     out = []
-    for spec in deployment_specs(cfg):
-        flow = load_flow(spec)
-        if flow is None:
-            continue
-        schedules = [Cron(spec.cron, timezone=cfg.deployments.timezone)] if spec.cron else None
-        out.append(
-            flow.to_deployment(
-                name=spec.name,
-                schedules=schedules,
-                parameters={"params": dict(base), **spec.extra_parameters},
-                description=spec.description,
-                tags=[*TAGS, "scheduled" if spec.cron else "on-demand"],
-                # module path: runs resolve `flows.x.y` from the installed package,
-                # whatever the working directory (also what a process work pool needs)
-                entrypoint_type=EntrypointType.MODULE_PATH,
+    for tf in served_timeframes(cfg, timeframes):
+        base = default_run_params(cfg, config_path, tf)
+        for spec in deployment_specs(cfg):
+            flow = load_flow(spec)
+            if flow is None:
+                continue
+            schedules = [Cron(spec.cron, timezone=cfg.deployments.timezone)] if spec.cron else None
+            out.append(
+                flow.to_deployment(
+                    name=deployment_name(spec, tf),
+                    schedules=schedules,
+                    parameters={"params": dict(base), **spec.extra_parameters},
+                    description=f"[{tf}] {spec.description}",
+                    tags=[*TAGS, tf, "scheduled" if spec.cron else "on-demand"],
+                    # module path: runs resolve `flows.x.y` from the installed package,
+                    # whatever the working directory (also what a process work pool needs)
+                    entrypoint_type=EntrypointType.MODULE_PATH,
+                )
             )
-        )
     return out
 
 
@@ -172,7 +199,12 @@ def require_api_url() -> None:
         )
 
 
-def serve(cfg: CoincastConfig, config_path: str | None = None, limit: int | None = None) -> None:
+def serve(
+    cfg: CoincastConfig,
+    config_path: str | None = None,
+    limit: int | None = None,
+    timeframes: list[str] | None = None,
+) -> None:
     """Register the deployments with the Prefect API (``PREFECT_API_URL``) and run them.
 
     Blocks until interrupted. On shutdown the schedules are paused (no late runs
@@ -181,14 +213,17 @@ def serve(cfg: CoincastConfig, config_path: str | None = None, limit: int | None
     from prefect import serve as prefect_serve
 
     require_api_url()
-    deployments = build_deployments(cfg, config_path)
+    deployments = build_deployments(cfg, config_path, timeframes)
     names = ", ".join(f"{d.flow_name}/{d.name}" for d in deployments)
     log.info("serving %d deployments: %s", len(deployments), names)
     prefect_serve(*deployments, limit=limit, print_starting_message=True)
 
 
 def register_in_work_pool(
-    cfg: CoincastConfig, work_pool: str, config_path: str | None = None
+    cfg: CoincastConfig,
+    work_pool: str,
+    config_path: str | None = None,
+    timeframes: list[str] | None = None,
 ) -> list[str]:
     """Register the deployments in a (process) work pool instead of serving them here.
 
@@ -198,7 +233,7 @@ def register_in_work_pool(
     """
     require_api_url()
     names = []
-    for deployment in build_deployments(cfg, config_path):
+    for deployment in build_deployments(cfg, config_path, timeframes):
         deployment.apply(work_pool_name=work_pool)
         names.append(f"{deployment.flow_name}/{deployment.name}")
     log.info("registered %d deployments in work pool %s", len(names), work_pool)

@@ -37,8 +37,14 @@ from ml_core.errors import CoincastError, ConfigError
 
 log = logging.getLogger(__name__)
 
-#: the deployment ``coincast serve`` registers last (see ``deployments.deployment_specs``)
+#: the deployment ``coincast serve`` registers last for each data set (see
+#: ``deployments.deployment_specs``); the last data set's is the last of all
 LAST_REGISTERED = "rollback/rollback"
+
+
+def last_registered(timeframes: Sequence[str]) -> str:
+    """``rollback/rollback-<last timeframe>``: registered after every other deployment."""
+    return f"{LAST_REGISTERED}-{timeframes[-1]}"
 
 
 class ServerError(CoincastError):
@@ -217,15 +223,25 @@ def mlflow_server(cfg: CoincastConfig, host: str, port: int, log_dir: Path | Non
 
 
 def deployment_server(
-    cfg: CoincastConfig, api_url: str, config_path: str | None = None, log_dir: Path | None = None
+    cfg: CoincastConfig,
+    api_url: str,
+    config_path: str | None = None,
+    log_dir: Path | None = None,
+    timeframes: Sequence[str] = (),
 ) -> ManagedProcess:
     """``coincast serve`` against ``api_url``; ready once all its deployments are registered.
 
-    ``serve`` registers them one by one in ``deployment_specs`` order; ``rollback`` is the
-    last one, so its fresh ``updated`` time means every deployment is there.
+    ``serve`` registers them one by one in ``deployment_specs`` order per data set;
+    ``rollback`` of the last data set is the last one, so its fresh ``updated`` time
+    means every deployment is there.
     """
+    from deployments import served_timeframes
+
+    timeframes = served_timeframes(cfg, list(timeframes) or None)
     home = cfg.home.resolve()
     argv = [sys.executable, "-m", "coincast_cli", "serve", "--home", str(home)]
+    for tf in timeframes:
+        argv += ["--timeframe", tf]
     if config_path:
         argv += ["--config", str(config_path)]
     since = datetime.now(UTC).replace(microsecond=0)
@@ -233,7 +249,7 @@ def deployment_server(
         name="deployment-server",
         argv=argv,
         env={"PREFECT_API_URL": api_url, "PREFECT_HOME": str(home / "prefect")},
-        ready=lambda: deployment_registered_since(api_url, LAST_REGISTERED, since),
+        ready=lambda: deployment_registered_since(api_url, last_registered(timeframes), since),
         # prefect's runner shuts down cleanly (schedules paused) on SIGINT; on SIGTERM
         # 3.8.8 leaves its stop coroutine un-awaited and hangs until killed
         stop_signal=signal.SIGINT,
@@ -243,7 +259,11 @@ def deployment_server(
 
 
 def ui_processes(
-    cfg: CoincastConfig, config_path: str | None = None, *, serve: bool = True
+    cfg: CoincastConfig,
+    config_path: str | None = None,
+    *,
+    serve: bool = True,
+    timeframes: Sequence[str] = (),
 ) -> list[ManagedProcess]:
     """Prefect server, MLflow UI and (``serve``) the deployment server, in start order."""
     d = cfg.deployments
@@ -262,7 +282,7 @@ def ui_processes(
     ]
     if serve:
         api_url = f"http://{_probe_host(d.host)}:{d.prefect_port}/api"
-        procs.append(deployment_server(cfg, api_url, config_path, logs))
+        procs.append(deployment_server(cfg, api_url, config_path, logs, timeframes))
     return procs
 
 
@@ -301,9 +321,13 @@ def run_ui(
     serve: bool = True,
     echo: Callable[[str], None] = print,
     timeout_s: float = 300.0,
+    timeframes: Sequence[str] = (),
 ) -> None:
-    """Start the local servers, print their URLs, block until SIGINT/SIGTERM, stop them all."""
-    procs = ui_processes(cfg, config_path, serve=serve)
+    """Start the local servers, print their URLs, block until SIGINT/SIGTERM, stop them all.
+
+    ``timeframes``: the data sets whose deployments are served (default: see
+    ``deployments.served_timeframes``)."""
+    procs = ui_processes(cfg, config_path, serve=serve, timeframes=timeframes)
     stop = threading.Event()
     running = threading.Event()
     received: list[int] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from ml_core.config import CoincastConfig, load_config
+from ml_core.data.datasets import resolve_timeframe
 
 
 class RunParams(BaseModel):

@@ -77,8 +77,8 @@ def test_deployments_registered_with_schedules(served, api):
 
     home, _ = served
     with get_client(sync_client=True) as client:
-        retrain = client.read_deployment_by_name("retrain/weekly-retrain")
-        on_demand = [client.read_deployment_by_name(f"{n}/{n}") for n in ("ingest", "rollback")]
+        retrain = client.read_deployment_by_name("retrain/weekly-retrain-1m")
+        on_demand = [client.read_deployment_by_name(f"{n}/{n}-1m") for n in ("ingest", "rollback")]
     (sched,) = retrain.schedules
     assert (sched.schedule.cron, sched.schedule.timezone) == ("0 3 * * 1", "UTC")
     assert sched.active and not retrain.paused
@@ -94,7 +94,7 @@ def test_ingest_run_through_the_api_completes_with_artifacts(served, api):
 
     home, candles = served
     run = run_deployment(
-        "ingest/ingest",
+        "ingest/ingest-1m",
         parameters={"params": {"home": str(home), "paths": [str(candles)]}},
         timeout=240,
         poll_interval=1,
@@ -133,7 +133,7 @@ def test_rollback_run_moves_champion_and_publishes_the_audit_row(served, api):
     home, _ = served
     _registry_with_two_versions(home)
     params = {"home": str(home), "reason": "live AUC below bound"}
-    run = run_deployment("rollback/rollback", parameters={"params": params}, timeout=240)
+    run = run_deployment("rollback/rollback-1m", parameters={"params": params}, timeout=240)
     assert run.state.is_completed(), run.state.message
 
     cfg = load_config(None, home=home)
@@ -148,6 +148,6 @@ def test_rollback_run_moves_champion_and_publishes_the_audit_row(served, api):
     assert (table_row["id"], table_row["champion_after"]) == (row["id"], "1")
 
     # `previous` was consumed: a second rollback fails, naming the fix
-    again = run_deployment("rollback/rollback", parameters={"params": params}, timeout=240)
+    again = run_deployment("rollback/rollback-1m", parameters={"params": params}, timeout=240)
     assert again.state.is_failed()
     assert "no 'previous' alias" in again.state.message
