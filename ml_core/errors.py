@@ -15,6 +15,14 @@ class DataContractError(CoincastError):
     """Input data does not meet the candle contract (columns, types, values)."""
 
 
+class NotCandlesError(DataContractError):
+    """The file holds no candles (funding rates, trades, a README): skip it, read the rest.
+
+    The message is one line naming the file and why, e.g. "...: funding-rate file, not
+    candles: skipped".
+    """
+
+
 class QualityGateError(DataContractError):
     """A batch failed a critical expectation and was quarantined.
 

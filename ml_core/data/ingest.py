@@ -36,9 +36,16 @@ import duckdb
 import pandas as pd
 
 from ml_core.config import TIMEFRAME_SECONDS, QualityConfig
-from ml_core.data.sources import SUFFIXES, read_candle_file, symbol_from_filename
+from ml_core.data.sources import SUFFIXES, candle_files, read_candle_file
+from ml_core.data.symbols import parse_file_name
 from ml_core.data.warehouse import CANDLE_COLUMNS, Warehouse, to_naive_utc
-from ml_core.errors import CoincastError, DataContractError, QualityGateError, RevisionError
+from ml_core.errors import (
+    CoincastError,
+    DataContractError,
+    NotCandlesError,
+    QualityGateError,
+    RevisionError,
+)
 from ml_core.quality import QualityReport, validate_candles
 
 log = logging.getLogger(__name__)
@@ -163,8 +170,12 @@ def ingest_paths(
     timeframe: str | None = None,
     now: pd.Timestamp | None = None,
     allow_revisions: bool = False,
+    market: str | None = None,
 ) -> list[IngestResult]:
-    """Ingest files one batch each, in order; a folder stands for its candle files (sorted).
+    """Ingest files one batch each, in order; a folder stands for its candle files (walked,
+    sorted; ``ml_core.data.sources.candle_files``). Files that are not candles (a
+    funding-rate table, a README) are skipped with a reason. ``market`` ('spot' or
+    'futures') names the market when a file's name and folders do not.
 
     Stops at the first file that cannot be read or fails the gate, raising its
     error with what was loaded before it and what was not; the files before it
@@ -179,6 +190,7 @@ def ingest_paths(
         timeframe=timeframe,
         now=now,
         allow_revisions=allow_revisions,
+        market=market,
     )
     run.raise_for_failure()
     return run.results
@@ -226,19 +238,23 @@ def ingest_run(
     timeframe: str | None = None,
     now: pd.Timestamp | None = None,
     allow_revisions: bool = False,
+    market: str | None = None,
 ) -> IngestRun:
     """``ingest_paths`` without the raise: stops at the first failure and records it."""
-    files = _expand(paths)
+    entries = candle_files(paths)
+    files = [e.path for e in entries if e.skip_reason is None]
+    run = IngestRun(skipped=[(str(e.path), e.skip_reason) for e in entries if e.skip_reason])
     if not files:
+        skipped = "".join(f"; {Path(p).name}: {why}" for p, why in run.skipped[:5])
         raise DataContractError(
-            f"No candle files in {paths!r}; pass files or folders holding {', '.join(SUFFIXES)}."
+            f"No candle files in {paths!r} (accepted: {', '.join(SUFFIXES)}, and folders of "
+            f"them){skipped}. See docs/formats.md."
         )
     if symbol is not None:
-        _one_symbol_for_files(files, symbol)
-    run = IngestRun()
+        _one_symbol_for_files(files, symbol, market)
     for i, path in enumerate(files):
         try:
-            candles = read_candle_file(path, symbol=symbol, timeframe=timeframe)
+            candles = read_candle_file(path, symbol=symbol, timeframe=timeframe, market=market)
             result = ingest_frame(
                 warehouse,
                 candles,
@@ -247,6 +263,9 @@ def ingest_run(
                 now=now,
                 allow_revisions=allow_revisions,
             )
+        except NotCandlesError as exc:  # found out by reading: a funding-rate table, ...
+            run.skipped.append((str(path), str(exc)))
+            continue
         except CoincastError as exc:
             run.failed = (str(path), exc)
             run.not_read = [str(p) for p in files[i + 1 :]]
@@ -255,14 +274,10 @@ def ingest_run(
     return run
 
 
-def _one_symbol_for_files(files: list[Path], symbol: str) -> None:
+def _one_symbol_for_files(files: list[Path], symbol: str, market: str | None) -> None:
     """One --symbol names one asset: refuse it for files whose names say different ones."""
-    named: dict[str, str] = {}
-    for f in files:
-        try:
-            named[f.name] = symbol_from_filename(f)
-        except DataContractError:
-            continue
+    named = {f.name: parse_file_name(f, market=market).symbol for f in files}
+    named = {name: sym for name, sym in named.items() if sym is not None}
     if len(files) > 1 and len(set(named.values())) > 1:
         listing = ", ".join(f"{name} -> {sym}" for name, sym in named.items())
         raise DataContractError(
@@ -289,17 +304,6 @@ def _closed_bars(candles: pd.DataFrame, now: pd.Timestamp) -> tuple[pd.DataFrame
         log.info("dropped %d still-forming bar(s) (closing after %s)", n_forming, now)
         batch = batch.loc[~forming].reset_index(drop=True)
     return batch, n_forming
-
-
-def _expand(paths: Iterable[Path | str] | Path | str) -> list[Path]:
-    items = [paths] if isinstance(paths, str | Path) else list(paths)
-    files: list[Path] = []
-    for item in map(Path, items):
-        if item.is_dir():
-            files += sorted(f for f in item.iterdir() if f.name.lower().endswith(SUFFIXES))
-        else:
-            files.append(item)  # a missing file raises in read_candle_file, naming it
-    return files
 
 
 def _naive_us(ts: pd.Series) -> pd.Series:

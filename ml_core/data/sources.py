@@ -1,17 +1,26 @@
 """Candle files into the canonical candle frame.
 
-``read_candle_file`` reads CSV (also ``.csv.gz``), Parquet, Feather (freqtrade) and
-JSON (freqtrade's list of ``[ms, o, h, l, c, v]``) files with one or many symbols
-and returns columns ``symbol, timeframe, ts, open, high, low, close, volume``
-with ``ts`` naive UTC ``datetime64[us]`` (candle open time; the unit DuckDB
-returns for ``TIMESTAMP``), float64 prices and volume, sorted by
-(symbol, timeframe, ts). It only reads: no row is dropped, fixed or deduplicated;
-the quality gate judges values.
+``read_candle_file`` reads CSV (also ``.csv.gz``), data.binance.vision ``.zip``
+dumps (one or many CSVs inside, with or without a header line), Parquet, Feather
+(freqtrade) and JSON (freqtrade's list of ``[ms, o, h, l, c, v]``, also
+``.json.gz``) files with one or many symbols and returns columns
+``symbol, timeframe, ts, open, high, low, close, volume`` with ``ts`` naive UTC
+``datetime64[us]`` (candle open time; the unit DuckDB returns for ``TIMESTAMP``),
+float64 prices and volume, sorted by (symbol, timeframe, ts). Every symbol is
+canonical (``ml_core.data.symbols``: ``BTC/USDT``, ``BTC/USDT:USDT``,
+``BTC/USDT:USDT@mark``). It only reads: no row is dropped, fixed or deduplicated;
+the quality gate judges values. A file that holds no candles (funding rates,
+trades, a README) raises ``NotCandlesError`` with a one-line reason.
+
+``candle_files`` expands files and folders (recursively, in a fixed order) into the
+files to read, each with the reason it is skipped when it is not a candle file.
+docs/formats.md lists every accepted format.
 
 Example::
 
     read_candle_file("user_data/data/binance/BTC_USDT-1m.feather")   # symbol BTC/USDT
     read_candle_file("Binance_BTCUSDT_d.csv")                        # BTC/USDT, 1d
+    read_candle_file("BTCUSDT-1h-2024-01.zip", market="futures")     # BTC/USDT:USDT, 1h
     read_candle_file("export.csv", symbol="PEPE/USDT", timeframe="1h")
 """
 
@@ -20,14 +29,41 @@ from __future__ import annotations
 import gzip
 import logging
 import re
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
 
 from ml_core.config import TIMEFRAME_SECONDS, timeframe_seconds
+from ml_core.data.symbols import (
+    QUOTES,
+    FileName,
+    canonical_symbol,
+    parse_file_name,
+    split_pair,
+)
 from ml_core.data.warehouse import CANDLE_COLUMNS
-from ml_core.errors import DataContractError
+from ml_core.errors import DataContractError, NotCandlesError
+
+__all__ = [
+    "COLUMN_ALIASES",
+    "QUOTES",
+    "SUFFIXES",
+    "FileEntry",
+    "candle_files",
+    "infer_timeframe",
+    "not_candles_reason",
+    "parse_timestamps",
+    "read_candle_file",
+    "split_pair",
+    "symbol_from_filename",
+    "timeframe_from_filename",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,87 +78,200 @@ COLUMN_ALIASES: dict[str, list[str]] = {
 }
 SYMBOL_ALIASES = ["symbol", "pair", "ticker"]
 TIMEFRAME_ALIASES = ["timeframe", "interval"]
-#: Quote currencies recognised when splitting a compact pair such as ``BTCUSDT``.
-QUOTES = ["FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "EUR", "TRY", "BTC", "ETH", "BNB"]
-SUFFIXES = (".csv.gz", ".csv", ".parquet", ".pq", ".feather", ".json")
-
-_FREQTRADE = re.compile(
-    r"^(?P<base>[A-Za-z0-9]+)_(?P<quote>[A-Za-z0-9]+)(?:_(?P<settle>[A-Za-z0-9]+))?"
-    r"-(?P<tf>\d+[mhdw])(?:-(?P<kind>futures|spot|mark))?$"
-)
-_CDD = re.compile(r"^[A-Za-z]+_(?P<pair>[A-Za-z0-9]+)_(?P<tf>d|minute|\d+[mhd])$")
-_PLAIN = re.compile(r"^[A-Za-z0-9]+$")
-_CDD_TIMEFRAMES = {"d": "1d", "minute": "1m"}
+#: File types ``read_candle_file`` reads (lower-case name endings).
+SUFFIXES = (".csv.gz", ".csv", ".zip", ".parquet", ".pq", ".feather", ".json.gz", ".json")
 _BINANCE_KLINE = ["open_time", "open", "high", "low", "close", "volume", "close_time"]
 
 
+@dataclass(frozen=True)
+class FileEntry:
+    """One file found by ``candle_files``: read it when ``skip_reason`` is None."""
+
+    path: Path
+    skip_reason: str | None = None
+
+
 def read_candle_file(
-    path: Path | str, *, symbol: str | None = None, timeframe: str | None = None
+    path: Path | str,
+    *,
+    symbol: str | None = None,
+    timeframe: str | None = None,
+    market: str | None = None,
 ) -> pd.DataFrame:
     """Read one candle file into the canonical candle frame (see module doc).
 
     Symbol: a ``symbol``/``pair``/``ticker`` column, else ``symbol``, else the file
-    name (``BTC_USDT-1m.feather`` -> BTC/USDT, ``BTC_USDT_USDT-1m-futures.feather``
-    -> BTC/USDT:USDT, ``Binance_BTCUSDT_d.csv`` -> BTC/USDT, ``BTCUSDT.csv`` ->
-    BTCUSDT). An explicit ``symbol`` renames a one-symbol file. Timeframe:
-    ``timeframe``, else a ``timeframe``/``interval`` column, else the most common
-    spacing per symbol. Raises ``DataContractError`` naming the file and the fix.
+    name (``parse_file_name``: ``BTC_USDT-1m.feather`` -> BTC/USDT,
+    ``BTC_USDT_USDT-1m-futures.feather`` -> BTC/USDT:USDT, ``Binance_BTCUSDT_d.csv``,
+    ``BTCUSDT-1h-2024-01.zip`` and ``BTCUSDT.csv`` -> BTC/USDT), always canonical; an
+    explicit ``symbol`` renames a one-symbol file. ``market`` ('spot'/'futures') is a
+    hint for names that do not say it (default spot). The file's kind (mark, index,
+    premium) is added as a suffix (``BTC/USDT:USDT@mark``). Timeframe: ``timeframe``,
+    else a ``timeframe``/``interval`` column, else the most common spacing per symbol.
+    Raises ``NotCandlesError`` for files that hold no candles, ``DataContractError``
+    naming the file and the fix otherwise.
     """
     p = Path(path)
-    raw = _read_table(p)
-    if raw.empty:
-        raise DataContractError(f"{p} holds no rows; nothing to ingest.")
-    names = {_norm(c): c for c in reversed(list(raw.columns))}  # first spelling wins
-    out = pd.DataFrame(index=raw.index)
-    out["symbol"] = _symbols(raw, names, p, symbol)
-    out["ts"] = parse_timestamps(raw[_column(raw, names, p, "ts")], source=str(p))
-    for col in ["open", "high", "low", "close"]:
-        out[col] = _numbers(raw[_column(raw, names, p, col)], col, p)
-    out["volume"] = _numbers(raw[_volume_column(raw, names, p, out["symbol"])], "volume", p)
-    out["timeframe"] = _timeframes(raw, names, out, p, timeframe)
-    out = out.loc[:, CANDLE_COLUMNS]
+    if not p.is_file():
+        raise DataContractError(f"Candle file {p} does not exist; pass the path of a file.")
+    if (reason := not_candles_reason(p)) is not None:
+        raise NotCandlesError(f"{p}: {reason}")
+    names = parse_file_name(p, market=market)
+    if p.name.lower().endswith(".zip"):
+        members = _read_zip(p, names, market)
+        if symbol is not None and len({m.symbol for _, m, _ in members}) > 1:
+            found = sorted({str(m.symbol) for _, m, _ in members})
+            raise DataContractError(
+                f"{p} holds CSVs of {len(found)} symbols ({found}); symbol={symbol!r} can only "
+                "rename a one-symbol file. Drop the symbol argument."
+            )
+        frames = [_candles(raw, src, m, symbol, timeframe) for src, m, raw in members]
+        out = pd.concat(frames, ignore_index=True)
+    else:
+        out = _candles(_read_table(p), str(p), names, symbol, timeframe)
     return out.sort_values(["symbol", "timeframe", "ts"], kind="mergesort").reset_index(drop=True)
+
+
+def candle_files(paths: Iterable[Path | str] | Path | str) -> list[FileEntry]:
+    """Files and folders -> the files to read, in order, each with its skip reason.
+
+    Folders are walked recursively, entries sorted by name (so the order is the
+    same on every machine); hidden folders are listed as skipped, not entered. A
+    file named twice is listed once. A named file that does not exist is listed
+    without a reason: reading it raises, naming it.
+    """
+    items = [paths] if isinstance(paths, str | Path) else list(paths)
+    entries: list[FileEntry] = []
+    seen: set[Path] = set()
+    for item in map(Path, items):
+        found = _walk(item, set()) if item.is_dir() else [_entry(item)]
+        for entry in found:
+            key = entry.path.resolve()
+            if key not in seen:
+                seen.add(key)
+                entries.append(entry)
+    return entries
+
+
+def not_candles_reason(path: Path | str) -> str | None:
+    """Why ``path`` is not a candle file (one line), or None when it may be one.
+
+    Judged from the name alone: hidden files, ``.DS_Store``, ``*.CHECKSUM``, types
+    not in ``SUFFIXES``, and names that say funding rates or trades.
+    """
+    p = Path(path)
+    name = p.name
+    if name == ".DS_Store":
+        return "macOS folder metadata (.DS_Store), not candles: skipped"
+    if name.startswith("."):
+        return "hidden file, not candles: skipped"
+    if name.upper().endswith(".CHECKSUM"):
+        return "checksum file (.CHECKSUM), not candles: skipped"
+    if not name.lower().endswith(SUFFIXES):
+        kind = f"{p.suffix!r} file" if p.suffix else "file without a type suffix"
+        return f"{kind}, not a candle file type ({', '.join(SUFFIXES)}): skipped"
+    return parse_file_name(p).skip_reason
+
+
+def _walk(folder: Path, visited: set[Path]) -> list[FileEntry]:
+    real = folder.resolve()
+    if real in visited:  # a symlink back up the tree
+        return []
+    visited.add(real)
+    entries: list[FileEntry] = []
+    for child in sorted(folder.iterdir(), key=lambda c: c.name):
+        if child.is_dir():
+            if child.name.startswith(".") or child.name == "__MACOSX":
+                entries.append(FileEntry(child, "hidden folder, not searched: skipped"))
+            else:
+                entries += _walk(child, visited)
+        elif child.is_file():
+            entries.append(_entry(child))
+    return entries
+
+
+def _entry(path: Path) -> FileEntry:
+    return FileEntry(path, not_candles_reason(path) if path.is_file() else None)
 
 
 # ---- reading ----------------------------------------------------------------------------
 
 
 def _read_table(p: Path) -> pd.DataFrame:
-    if not p.is_file():
-        raise DataContractError(f"Candle file {p} does not exist; pass the path of a file.")
     name = p.name.lower()
     try:
-        if name.endswith((".csv", ".csv.gz")):
-            return _read_csv(p)
+        if name.endswith(".csv"):
+            return _read_csv(partial(open, p, "rb"))
+        if name.endswith(".csv.gz"):
+            return _read_csv(partial(gzip.open, p, "rb"))
         if name.endswith((".parquet", ".pq")):
             return pd.read_parquet(p)
         if name.endswith(".feather"):
             return pd.read_feather(p)
-        if name.endswith(".json"):
+        if name.endswith((".json", ".json.gz")):
             return _read_json(p)
     except DataContractError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parser error becomes a contract error
         raise DataContractError(f"Could not read candle file {p}: {exc}") from exc
-    raise DataContractError(
-        f"Unsupported candle file type {p.name!r}; use one of {', '.join(SUFFIXES)}."
-    )
+    raise NotCandlesError(f"{p}: not a candle file type; use one of {', '.join(SUFFIXES)}.")
 
 
-def _read_csv(p: Path) -> pd.DataFrame:
-    opener = gzip.open if p.name.lower().endswith(".gz") else open
-    with opener(p, "rt") as fh:
-        fields = fh.readline().strip().split(",")
+def _read_zip(
+    p: Path, names: FileName, market: str | None
+) -> list[tuple[str, FileName, pd.DataFrame]]:
+    """(source, what its name says, raw table) per candle CSV inside the zip, by member name.
+
+    A member's own name gives symbol and timeframe; the zip's name stands in when it
+    does not. Folders, hidden files, checksums and non-CSV members are passed over.
+    """
+    members: list[tuple[str, FileName, pd.DataFrame]] = []
+    passed: list[str] = []
+    try:
+        with zipfile.ZipFile(p) as zf:
+            for info in sorted(zf.infolist(), key=lambda i: i.filename):
+                member = Path(info.filename)
+                if info.is_dir() or "__MACOSX" in member.parts:
+                    continue
+                reason = not_candles_reason(member)
+                if reason is None and not member.name.lower().endswith(".csv"):
+                    reason = "not a CSV"
+                if reason is not None:
+                    passed.append(f"{info.filename}: {reason.split(', ')[0]}")
+                    continue
+                said = parse_file_name(p / member, market=market)
+                if said.symbol is None:
+                    said = replace(names, timeframe=said.timeframe or names.timeframe)
+                source = f"{p}[{info.filename}]"
+                try:
+                    raw = _read_csv(partial(zf.open, info))
+                except Exception as exc:  # noqa: BLE001 - any parser error is a contract error
+                    raise DataContractError(f"Could not read {source}: {exc}") from exc
+                members.append((source, said, raw))
+    except zipfile.BadZipFile as exc:
+        raise DataContractError(f"{p} is not a readable zip file ({exc}); fetch it again.") from exc
+    if not members:
+        listing = "; ".join(passed) or "no files"
+        raise NotCandlesError(f"{p}: zip without a candle CSV ({listing}): skipped")
+    return members
+
+
+def _read_csv(open_binary: Callable[[], IO[bytes]]) -> pd.DataFrame:
+    with open_binary() as fh:
+        fields = fh.readline().decode("utf-8-sig", errors="replace").strip().split(",")
     if len(fields) == 1 and fields[0].lower().startswith("http"):
-        return pd.read_csv(p, skiprows=1)  # CryptoDataDownload puts its URL on line 1
-    if all(_is_number(f) for f in fields):  # Binance data.vision klines: no header
-        raw = pd.read_csv(p, header=None)
+        with open_binary() as fh:  # CryptoDataDownload puts its URL on line 1
+            return pd.read_csv(fh, skiprows=1)
+    if all(_is_number(f) for f in fields):  # data.binance.vision klines without header
+        with open_binary() as fh:
+            raw = pd.read_csv(fh, header=None)
         return raw.rename(columns=dict(enumerate(_BINANCE_KLINE)))
-    return pd.read_csv(p)
+    with open_binary() as fh:
+        return pd.read_csv(fh)
 
 
 def _read_json(p: Path) -> pd.DataFrame:
-    raw = pd.read_json(p)
+    raw = pd.read_json(p)  # '.json.gz' is unzipped by the suffix
     if all(isinstance(c, int | np.integer) for c in raw.columns):  # freqtrade arrays
         return raw.rename(columns=dict(enumerate(["date", *_BINANCE_KLINE[1:6]])))
     return raw
@@ -143,17 +292,39 @@ def _norm(name: object) -> str:
 # ---- columns ----------------------------------------------------------------------------
 
 
-def _column(raw: pd.DataFrame, names: dict[str, str], p: Path, canonical: str) -> str:
+def _candles(
+    raw: pd.DataFrame, source: str, said: FileName, symbol: str | None, timeframe: str | None
+) -> pd.DataFrame:
+    """One raw table -> the canonical columns (unsorted)."""
+    if raw.empty:
+        raise DataContractError(f"{source} holds no rows; nothing to ingest.")
+    names = {_norm(c): c for c in reversed(list(raw.columns))}  # first spelling wins
+    if "close" not in names and any("funding" in n for n in names):
+        raise NotCandlesError(f"{source}: funding-rate file, not candles: skipped")
+    out = pd.DataFrame(index=raw.index)
+    out["symbol"] = _symbols(raw, names, source, said, symbol)
+    out["ts"] = parse_timestamps(raw[_column(raw, names, source, "ts")], source=source)
+    for col in ["open", "high", "low", "close"]:
+        out[col] = _numbers(raw[_column(raw, names, source, col)], col, source)
+    volume = _volume_column(raw, names, source, out["symbol"])
+    out["volume"] = _numbers(raw[volume], "volume", source)
+    out["timeframe"] = _timeframes(raw, names, out, source, timeframe, said.timeframe)
+    return out.loc[:, CANDLE_COLUMNS]
+
+
+def _column(raw: pd.DataFrame, names: dict[str, str], source: str, canonical: str) -> str:
     for alias in COLUMN_ALIASES[canonical]:
         if alias in names:
             return names[alias]
     raise DataContractError(
-        f"{p}: no column for {canonical!r} among the columns found {list(raw.columns)}; "
+        f"{source}: no column for {canonical!r} among the columns found {list(raw.columns)}; "
         f"accepted spellings (any case): {COLUMN_ALIASES[canonical]}. Rename the column."
     )
 
 
-def _volume_column(raw: pd.DataFrame, names: dict[str, str], p: Path, symbols: pd.Series) -> str:
+def _volume_column(
+    raw: pd.DataFrame, names: dict[str, str], source: str, symbols: pd.Series
+) -> str:
     """'volume' or an alias; else CryptoDataDownload's 'Volume <BASE>' for a one-symbol file."""
     for alias in COLUMN_ALIASES["volume"]:
         if alias in names:
@@ -161,21 +332,20 @@ def _volume_column(raw: pd.DataFrame, names: dict[str, str], p: Path, symbols: p
     per_asset = {k[len("volume_") :]: v for k, v in names.items() if k.startswith("volume_")}
     distinct = symbols.dropna().unique()
     if per_asset and len(distinct) == 1:
-        compact = re.sub(r"[^a-z0-9]", "", str(distinct[0]).lower())
-        bases = [a for a in per_asset if compact.startswith(a) and a != compact]
-        if len(bases) == 1:
-            return per_asset[bases[0]]
-    return _column(raw, names, p, "volume")  # raises with the accepted spellings
+        base = str(distinct[0]).split("/")[0].lower()
+        if base in per_asset:
+            return per_asset[base]
+    return _column(raw, names, source, "volume")  # raises with the accepted spellings
 
 
-def _numbers(col: pd.Series, name: str, p: Path) -> pd.Series:
+def _numbers(col: pd.Series, name: str, source: str) -> pd.Series:
     """Column as float64; nulls stay null (the gate rejects them), text raises."""
     values = pd.to_numeric(col, errors="coerce").astype("float64")
     bad = values.isna() & col.notna()
     if bad.any():
         examples = col[bad].astype(str).unique()[:3].tolist()
         raise DataContractError(
-            f"{p}: column {col.name!r} (read as {name!r}) has {int(bad.sum())} non-numeric "
+            f"{source}: column {col.name!r} (read as {name!r}) has {int(bad.sum())} non-numeric "
             f"value(s), e.g. {examples}; fix the file so prices and volume are numbers."
         )
     return values
@@ -227,80 +397,69 @@ def _from_epoch(numeric: pd.Series) -> pd.Series:
 # ---- symbol and timeframe ---------------------------------------------------------------
 
 
-def _symbols(raw: pd.DataFrame, names: dict[str, str], p: Path, symbol: str | None) -> pd.Series:
+def _symbols(
+    raw: pd.DataFrame, names: dict[str, str], source: str, said: FileName, symbol: str | None
+) -> pd.Series:
     col = next((names[a] for a in SYMBOL_ALIASES if a in names), None)
     if col is None:
-        return pd.Series(symbol or symbol_from_filename(p), index=raw.index, dtype="str")
+        if symbol is None and said.symbol is None:
+            raise DataContractError(
+                f"Cannot tell the symbol of {source!r}: it has no symbol/pair/ticker "
+                "column and the name is not like 'BTC_USDT-1m.feather', 'Binance_BTCUSDT_d.csv', "
+                "'BTCUSDT-1h-2024-01.zip' or 'BTCUSDT.csv'. Pass symbol='BASE/QUOTE' "
+                "(CLI --symbol BASE/QUOTE)."
+            )
+        name = _canonical(symbol, said, source) if symbol is not None else said.symbol
+        return pd.Series(name, index=raw.index, dtype="str")
     values = raw[col].astype("str")
     distinct = values.dropna().unique()
     if symbol is not None:
         if len(distinct) > 1:
             raise DataContractError(
-                f"{p} holds {len(distinct)} symbols in column {col!r} ({list(distinct[:5])}); "
-                f"symbol={symbol!r} can only rename a one-symbol file. Drop the symbol argument."
+                f"{source} holds {len(distinct)} symbols in column {col!r} "
+                f"({list(distinct[:5])}); symbol={symbol!r} can only rename a one-symbol file. "
+                "Drop the symbol argument."
             )
-        return pd.Series(symbol, index=raw.index, dtype="str").where(values.notna())
-    if len(distinct) == 1:
-        return values.where(values.isna(), _prefer_filename_spelling(str(distinct[0]), p))
-    return values
+        name = _canonical(symbol, said, source)
+        return pd.Series(name, index=raw.index, dtype="str").where(values.notna())
+    canonical = {v: _canonical(str(v), said, source, col) for v in distinct}
+    return values.map(canonical).astype("str")
 
 
-def _prefer_filename_spelling(value: str, p: Path) -> str:
-    """CryptoDataDownload writes 'BTCUSDT' in the column; its file name gives 'BTC/USDT'."""
+def _canonical(text: str, said: FileName, source: str, column: str | None = None) -> str:
+    """``text`` canonical, in the file's market and kind; errors name the file."""
+    kind = None if said.kind == "trade" else said.kind
     try:
-        from_name = symbol_from_filename(p)
-    except DataContractError:
-        return value
-    same = re.sub(r"[^A-Z0-9]", "", from_name.upper()) == value.upper()
-    return from_name if same and "/" in from_name else value
+        return canonical_symbol(text, market=said.market, kind=kind)
+    except DataContractError as exc:
+        where = f"column {column!r}" if column else "symbol argument"
+        raise DataContractError(f"{source} ({where}): {exc}") from exc
 
 
 def symbol_from_filename(path: Path | str) -> str:
-    """Symbol encoded in a freqtrade, CryptoDataDownload or plain file name."""
-    stem = _stem(Path(path))
-    if m := _FREQTRADE.match(stem):
-        base, quote, settle = m["base"].upper(), m["quote"].upper(), m["settle"]
-        return f"{base}/{quote}:{settle.upper()}" if settle else f"{base}/{quote}"
-    if m := _CDD.match(stem):
-        return split_pair(m["pair"])
-    if _PLAIN.match(stem):
-        return stem.upper()
-    raise DataContractError(
-        f"Cannot tell the symbol of {Path(path).name!r}: it has no symbol/pair/ticker column and "
-        "the name is not like 'BTC_USDT-1m.feather', 'Binance_BTCUSDT_d.csv' or 'BTCUSDT.csv'. "
-        "Pass symbol= (CLI --symbol)."
-    )
-
-
-def split_pair(compact: str) -> str:
-    """'BTCUSDT' -> 'BTC/USDT' using the known quote currencies; unchanged if none fits."""
-    upper = compact.upper()
-    for quote in QUOTES:
-        if upper.endswith(quote) and len(upper) > len(quote):
-            return f"{upper[: -len(quote)]}/{quote}"
-    return upper
+    """Canonical symbol that a file name says (``parse_file_name``); raises if it says none."""
+    said = parse_file_name(path)
+    if said.symbol is None:
+        raise DataContractError(
+            f"Cannot tell the symbol of {Path(path).name!r} from its name; name it like "
+            "'BTC_USDT-1m.feather', 'Binance_BTCUSDT_d.csv', 'BTCUSDT-1h-2024-01.zip' or "
+            "'BTCUSDT.csv', or pass symbol='BASE/QUOTE' (CLI --symbol BASE/QUOTE)."
+        )
+    return said.symbol
 
 
 def timeframe_from_filename(path: Path | str) -> str | None:
-    """Timeframe encoded in a freqtrade or CryptoDataDownload file name, if any."""
-    stem = _stem(Path(path))
-    m = _FREQTRADE.match(stem) or _CDD.match(stem)
-    if m is None:
-        return None
-    tf = _CDD_TIMEFRAMES.get(m["tf"], m["tf"])
-    return tf if tf in TIMEFRAME_SECONDS else None
-
-
-def _stem(p: Path) -> str:
-    name = p.name
-    for suffix in SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return p.stem
+    """Known timeframe that a file name says, if any (``parse_file_name``)."""
+    return parse_file_name(path).timeframe
 
 
 def _timeframes(
-    raw: pd.DataFrame, names: dict[str, str], out: pd.DataFrame, p: Path, timeframe: str | None
+    raw: pd.DataFrame,
+    names: dict[str, str],
+    out: pd.DataFrame,
+    source: str,
+    timeframe: str | None,
+    hint: str | None,
 ) -> pd.Series:
     col = next((names[a] for a in TIMEFRAME_ALIASES if a in names), None)
     if timeframe is not None:
@@ -308,26 +467,36 @@ def _timeframes(
         if col is not None and not raw[col].dropna().isin([timeframe]).all():
             found = sorted(raw[col].dropna().astype(str).unique())[:5]
             raise DataContractError(
-                f"{p}: timeframe={timeframe!r} contradicts column {col!r} ({found}); "
+                f"{source}: timeframe={timeframe!r} contradicts column {col!r} ({found}); "
                 "drop the timeframe argument or fix the column."
             )
         return pd.Series(timeframe, index=out.index, dtype="str")
     if col is not None:
         return raw[col].astype("str")
-    by_symbol = {s: infer_timeframe(g["ts"], p, s) for s, g in out.groupby("symbol", sort=False)}
+    by_symbol = {
+        s: infer_timeframe(g["ts"], source, s, hint=hint)
+        for s, g in out.groupby("symbol", sort=False)
+    }
+    if hint is not None and any(tf != hint for tf in by_symbol.values()):
+        log.warning("%s: the name says %s but the bars are spaced %s", source, hint, by_symbol)
     return out["symbol"].map(by_symbol).astype("str")
 
 
-def infer_timeframe(ts: pd.Series, p: Path | str, symbol: object = None) -> str:
-    """The timeframe whose bar length is the most common spacing of ``ts``."""
+def infer_timeframe(
+    ts: pd.Series, source: Path | str, symbol: object = None, *, hint: str | None = None
+) -> str:
+    """The timeframe whose bar length is the most common spacing of ``ts``.
+
+    ``hint`` (the timeframe a file name says) answers when there are fewer than two
+    distinct timestamps.
+    """
     steps = pd.Series(np.sort(ts.dropna().unique())).diff().dt.total_seconds()
     steps = steps[steps > 0]
     if steps.empty:
-        hint = timeframe_from_filename(p)
         if hint is not None:
             return hint
         raise DataContractError(
-            f"{p}: cannot infer the timeframe of {symbol!r} from fewer than two distinct "
+            f"{source}: cannot infer the timeframe of {symbol!r} from fewer than two distinct "
             "timestamps; pass timeframe= (CLI --timeframe)."
         )
     step = int(steps.mode().iloc[0])
@@ -335,6 +504,6 @@ def infer_timeframe(ts: pd.Series, p: Path | str, symbol: object = None) -> str:
         if seconds == step:
             return name
     raise DataContractError(
-        f"{p}: the most common spacing between bars of {symbol!r} is {step} s, which is no known "
-        f"timeframe ({', '.join(TIMEFRAME_SECONDS)}); pass timeframe= (CLI --timeframe)."
+        f"{source}: the most common spacing between bars of {symbol!r} is {step} s, which is no "
+        f"known timeframe ({', '.join(TIMEFRAME_SECONDS)}); pass timeframe= (CLI --timeframe)."
     )
