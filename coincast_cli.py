@@ -145,7 +145,11 @@ def _user_errors() -> Iterator[None]:
 @app.command()
 def ingest(
     paths: Annotated[
-        list[Path], typer.Argument(help="Candle files or folders (CSV, Parquet, Feather, JSON).")
+        list[Path],
+        typer.Argument(
+            help="Candle files or folders: CSV, Parquet, Feather, JSON(.gz), data.binance.vision "
+            "zip (docs/formats.md)."
+        ),
     ],
     symbol: Annotated[
         str | None, typer.Option(help="Symbol when files have no symbol column.")
@@ -159,6 +163,10 @@ def ingest(
             "without it such a batch is refused and quarantined.",
         ),
     ] = False,
+    market: Annotated[
+        str | None,
+        typer.Option(help="spot or futures, when file names and folders do not say."),
+    ] = None,
     home: HomeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -179,6 +187,7 @@ def ingest(
             symbol=symbol,
             timeframe=timeframe,
             allow_revisions=allow_revisions,
+            market=market,
         )
         _print_ingest(run, cfg)
         run.raise_for_failure()

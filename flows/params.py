@@ -19,7 +19,8 @@ class RunParams(BaseModel):
     )
 
     def load(self) -> CoincastConfig:
-        """The one config object for this run."""
+        """The one config object for this run; without a timeframe, the warehouse's only one
+        (``ml_core.data.datasets.resolve_timeframe``)."""
         overrides: dict[str, object] = {}
         if self.home:
             overrides["home"] = self.home
@@ -27,7 +28,7 @@ class RunParams(BaseModel):
             overrides["profile"] = self.profile
         if self.timeframe:
             overrides["data"] = {"timeframe": self.timeframe}
-        return load_config(self.config_path, **overrides)
+        return resolve_timeframe(load_config(self.config_path, **overrides))
 
 
 class IngestParams(RunParams):

@@ -8,6 +8,7 @@ from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
 from ml_core.config import CoincastConfig
+from ml_core.data.datasets import model_symbols
 from ml_core.data.warehouse import Warehouse
 from ml_core.errors import RegistryError
 from ml_core.monitoring.predictions import (
@@ -72,7 +73,7 @@ def read_new_candles(
         model_name=cfg.model_name,
         timeframe=cfg.data.timeframe,
         versions=[s.version for s in scorers],
-        symbols=symbols or cfg.data.symbols,
+        symbols=symbols or model_symbols(cfg),
     )
     window = read_scoring_window(
         wh,

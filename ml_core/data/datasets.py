@@ -80,3 +80,26 @@ def require_candles(cfg: CoincastConfig) -> None:
         f"No candles in {cfg.warehouse_path} yet. Ingest some (`coincast ingest PATH`, "
         "`coincast download --symbols BTC/USDT -t 1h`, or `make run` for the sample)."
     )
+
+
+def model_symbols(cfg: CoincastConfig) -> list[str] | None:
+    """The symbols models train on and score: ``data.symbols`` when set, else every trade
+    series of the timeframe (``@mark``/``@index``/``@premium`` series are reference
+    prices, not assets). None means 'every stored symbol' (no other series stored)."""
+    if cfg.data.symbols:
+        return cfg.data.symbols
+    from ml_core.data.symbols import is_trade_series
+
+    wh = Warehouse(cfg.warehouse_path)
+    if not wh.exists:
+        return None
+    with wh.connect(read_only=True) as con:
+        stored = [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT symbol FROM candles WHERE timeframe = ? ORDER BY symbol",
+                [cfg.data.timeframe],
+            ).fetchall()
+        ]
+    trade = [s for s in stored if is_trade_series(s)]
+    return None if len(trade) == len(stored) else trade

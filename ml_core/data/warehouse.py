@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -143,6 +144,11 @@ CREATE TABLE IF NOT EXISTS monitor_metrics (
     decision VARCHAR,
     PRIMARY KEY (evaluation_id, model_version, horizon)
 );
+CREATE TABLE IF NOT EXISTS migrations (
+    name VARCHAR PRIMARY KEY,
+    applied_at TIMESTAMP NOT NULL,
+    detail_json VARCHAR       -- what the migration changed (e.g. symbol renames)
+);
 CREATE TABLE IF NOT EXISTS drift_metrics (
     evaluation_id VARCHAR NOT NULL,
     evaluated_at TIMESTAMP NOT NULL,
@@ -194,6 +200,7 @@ class Warehouse:
         try:
             if not read_only:
                 con.execute(SCHEMA_SQL)
+                _migrate(con, self.path)
             yield con
         finally:
             held[key] -= 1
@@ -271,6 +278,105 @@ class Warehouse:
         with self.connect(read_only=True) as con:
             names = [r[0] for r in con.execute("SHOW TABLES").fetchall()]
             return {n: int(con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0]) for n in names}
+
+
+# ---- migrations -----------------------------------------------------------------------
+
+#: Migrations run once per warehouse, on the first read-write open, each recorded in
+#: ``migrations`` with what it changed (and logged as a warning when it changed data).
+CANONICAL_SYMBOLS = "canonical_symbols_v1"
+
+
+def _migrate(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    done = {r[0] for r in con.execute("SELECT name FROM migrations").fetchall()}
+    if CANONICAL_SYMBOLS in done:
+        return
+    con.begin()
+    try:
+        detail = migrate_symbols(con)
+        con.execute(
+            "INSERT INTO migrations VALUES (?, ?, ?)",
+            [CANONICAL_SYMBOLS, _utc_now(), json.dumps(detail, sort_keys=True)],
+        )
+        con.commit()
+    except Exception:
+        con.rollback()
+        raise
+    if detail["renamed"] or detail["conflicts"]:
+        moved = ", ".join(f"{r['from']} -> {r['to']} ({r['rows']} rows)" for r in detail["renamed"])
+        kept = "; ".join(
+            f"{c['symbol']}: {c['rows']} bar(s) differ from {c['to']}, kept under the old name"
+            for c in detail["conflicts"]
+        )
+        log.warning(
+            "warehouse %s migrated to canonical symbol names: %s%s",
+            path,
+            moved or "nothing renamed",
+            f". Conflicts: {kept}" if kept else "",
+        )
+
+
+def migrate_symbols(con: duckdb.DuckDBPyConnection) -> dict:
+    """Rename the stored series to canonical symbols (``BTCUSDT`` -> ``BTC/USDT``), in the
+    caller's transaction. Rows already stored under the canonical name with the same
+    values are merged; rows whose values differ stay under the old name and are listed
+    as conflicts. Names with no known quote asset are left as they are (``unresolved``).
+    Candles and predictions are renamed; logs keep the names they were written with.
+    """
+    from ml_core.data.symbols import canonical_symbol
+    from ml_core.errors import DataContractError
+
+    names = [r[0] for r in con.execute("SELECT DISTINCT symbol FROM candles").fetchall()]
+    names += [r[0] for r in con.execute("SELECT DISTINCT symbol FROM predictions").fetchall()]
+    detail: dict[str, list] = {"renamed": [], "conflicts": [], "unresolved": []}
+    for old in sorted(set(names)):
+        try:
+            new = canonical_symbol(old)
+        except DataContractError:
+            detail["unresolved"].append(old)
+            continue
+        if new == old:
+            continue
+        before = int(
+            con.execute("SELECT count(*) FROM candles WHERE symbol = ?", [old]).fetchone()[0]
+        )
+        _rename_series(con, "candles", old, new, ["timeframe", "ts"])
+        _rename_series(
+            con, "predictions", old, new, ["model_name", "model_version", "ts", "horizon"]
+        )
+        left = int(
+            con.execute("SELECT count(*) FROM candles WHERE symbol = ?", [old]).fetchone()[0]
+        )
+        detail["renamed"].append({"from": old, "to": new, "rows": before - left})
+        if left:
+            detail["conflicts"].append({"symbol": old, "to": new, "rows": left})
+    return detail
+
+
+def _rename_series(
+    con: duckdb.DuckDBPyConnection, table: str, old: str, new: str, key: list[str]
+) -> None:
+    """Move ``old``'s rows of ``table`` to ``new`` where ``new`` has no row with that key;
+    drop ``old``'s rows that ``new`` now holds with identical values."""
+    cols = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall() if r[0] != "symbol"]
+    same_key = " AND ".join(f"n.{k} IS NOT DISTINCT FROM o.{k}" for k in key)
+    same_row = " AND ".join(f"n.{c} IS NOT DISTINCT FROM o.{c}" for c in cols)
+    con.execute(
+        f"""INSERT INTO {table} (symbol, {", ".join(cols)})
+            SELECT ?, {", ".join(f"o.{c}" for c in cols)} FROM {table} AS o
+            WHERE o.symbol = ? AND NOT EXISTS (
+                SELECT 1 FROM {table} AS n WHERE n.symbol = ? AND {same_key})""",
+        [new, old, new],
+    )
+    con.execute(
+        f"""DELETE FROM {table} AS o WHERE o.symbol = ? AND EXISTS (
+                SELECT 1 FROM {table} AS n WHERE n.symbol = ? AND {same_row})""",
+        [old, new],
+    )
+
+
+def _utc_now() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC").tz_localize(None).to_pydatetime()
 
 
 _THREAD_STATE = threading.local()

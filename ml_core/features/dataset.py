@@ -16,6 +16,7 @@ import duckdb
 import pandas as pd
 
 from ml_core.config import CoincastConfig
+from ml_core.data.datasets import model_symbols
 from ml_core.data.warehouse import Warehouse
 from ml_core.errors import DataContractError
 from ml_core.features.labels import build_model_frame
@@ -37,7 +38,7 @@ class Dataset:
 def build_dataset(warehouse: Warehouse, cfg: CoincastConfig) -> Dataset:
     """Features and labels of ``cfg.data`` from the warehouse, dead tails trimmed."""
     tf = cfg.data.timeframe
-    candles = warehouse.read_candles(timeframe=tf, symbols=cfg.data.symbols)
+    candles = warehouse.read_candles(timeframe=tf, symbols=model_symbols(cfg))
     if candles.empty:
         raise DataContractError(
             f"No {tf} candles in {warehouse.path}; ingest some with `coincast ingest PATH`."
