@@ -34,8 +34,10 @@ TIMEFRAME_SECONDS: dict[str, int] = {
     "2h": 7200,
     "4h": 14400,
     "6h": 21600,
+    "8h": 28800,
     "12h": 43200,
     "1d": 86400,
+    "3d": 259200,
     "1w": 604800,
 }
 
@@ -79,6 +81,122 @@ class DataConfig(BaseModel):
     @classmethod
     def _known_timeframe(cls, value: str) -> str:
         timeframe_seconds(value)
+        return value
+
+
+class SourceConfig(BaseModel):
+    """One exchange download (``ml_core.data.exchange.download_candles``): where, what, from when.
+
+    Example (YAML, under ``sources:``)::
+
+        - exchange: binance
+          symbols: [BTC/USDT, ETH/USDT]
+          timeframe: 1h
+          since: "2024-01-01"
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    exchange: str = Field(
+        default="binance", description="A ccxt exchange id (one of `ccxt.exchanges`)."
+    )
+    symbols: list[str] = Field(
+        min_length=1,
+        description="ccxt unified symbols: 'BTC/USDT' (spot), 'BTC/USDT:USDT' (perpetual); "
+        "a comma-separated string is split.",
+    )
+    timeframe: str = Field(default="1h", description="Bar length, e.g. '1m', '1h', '1d'.")
+    since: str | None = Field(
+        default=None,
+        description="ISO date or time (UTC unless it has an offset) where a symbol's FIRST "
+        "download starts; later runs resume after the last stored bar. None = the longer of "
+        "30 days and 1000 bars before now (1h: ~42 days, 1d: 1000 days).",
+    )
+    market: Literal["spot", "futures"] = Field(
+        default="spot",
+        description="'futures' = perpetual swaps (ccxt defaultType 'swap', linear: binance's "
+        "USDⓈ-M); 'BTC/USDT' then resolves to 'BTC/USDT:USDT'.",
+    )
+    page_limit: int = Field(
+        default=1000, ge=1, le=5000, description="Bars asked for per request (exchange caps apply)."
+    )
+    batch_bars: int = Field(
+        default=10_000,
+        ge=1,
+        description="Pages are grouped into quality-gate batches of about this many bars; a "
+        "bad row quarantines its whole batch (1: one batch per page).",
+    )
+    max_retries: int = Field(
+        default=5,
+        ge=0,
+        description="Retries of one request after a network error, HTTP 429 or 5xx "
+        "(jittered exponential backoff) before the download fails.",
+    )
+    urls: dict[str, str] | None = Field(
+        default=None,
+        description="Overrides of the exchange's API base URLs (ccxt `urls['api']` keys, for "
+        "binance 'public' = spot, 'fapiPublic' = USDⓈ-M): a mirror or a local test server.",
+    )
+
+    @field_validator("exchange")
+    @classmethod
+    def _known_exchange(cls, value: str) -> str:
+        import difflib
+
+        import ccxt  # lazy: only configs that download pay for the import
+
+        if value not in ccxt.exchanges:
+            close = difflib.get_close_matches(value.lower(), ccxt.exchanges, n=5, cutoff=0.5)
+            hint = f"close matches: {close}" if close else f"known: {len(ccxt.exchanges)} ids"
+            raise ConfigError(
+                f"Unknown exchange {value!r}; use a ccxt exchange id ({hint}, "
+                "all of them in ccxt.exchanges)."
+            )
+        return value
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            value = [s.strip() if isinstance(s, str) else s for s in value]
+            value = [s for s in value if s != ""]
+            if len(set(value)) != len(value):
+                raise ConfigError(f"sources.symbols {value} names a symbol twice; list each once.")
+        return value
+
+    @field_validator("timeframe")
+    @classmethod
+    def _known_timeframe(cls, value: str) -> str:
+        timeframe_seconds(value)
+        return value
+
+    @field_validator("since")
+    @classmethod
+    def _iso_since(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from datetime import datetime
+
+        try:
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(
+                f"sources.since={value!r} is not an ISO date or time; write e.g. '2024-01-01' "
+                "or '2024-01-01T00:00:00Z'."
+            ) from None
+        return value
+
+    @field_validator("urls")
+    @classmethod
+    def _http_urls(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        bad = {k: v for k, v in (value or {}).items() if not v.startswith(("http://", "https://"))}
+        if bad:
+            raise ConfigError(
+                f"sources.urls {bad} must be http(s) base URLs, e.g. "
+                "{'public': 'https://data-api.binance.vision/api/v3'}."
+            )
         return value
 
 
@@ -738,6 +856,10 @@ class CoincastConfig(BaseSettings):
         "minutes) or 'full' (the whole model zoo, all regressors).",
     )
     data: DataConfig = Field(default_factory=DataConfig)
+    sources: list[SourceConfig] = Field(
+        default_factory=list,
+        description="Exchange downloads run by `coincast download` (ccxt); [] = none.",
+    )
     quality: QualityConfig = Field(default_factory=QualityConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     labels: LabelConfig = Field(default_factory=LabelConfig)

@@ -56,5 +56,7 @@ def fake_exchange():
     ) as fake:
         yield (
             fake,
-            SourceConfig(symbols=["BTC/USDT"], timeframe="1h", page_limit=10, urls=fake.urls),
+            SourceConfig(
+                symbols=["BTC/USDT"], timeframe="1h", page_limit=10, batch_bars=1, urls=fake.urls
+            ),
         )

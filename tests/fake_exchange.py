@@ -83,9 +83,9 @@ class FakeBinance:
         self.start_ms = _ms(start)
         self.now = pd.Timestamp(now)
         self.forming = forming
-        self.gaps: dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]] = {}
+        self.gaps: dict[str, list[tuple[int, int]]] = {}
         self.requests: list[Request] = []
-        self._failures: list[int] = []
+        self._failures: dict[str, list[int]] = {}
         self._malformed: dict[tuple[str, int], str] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -131,16 +131,15 @@ class FakeBinance:
 
     # ---- switches ------------------------------------------------------------------------
 
-    def fail_next(self, n: int, status: int = 429) -> None:
-        """Answer the next ``n`` kline requests with HTTP ``status`` (429, 500, 502, 503...)."""
+    def fail_next(self, n: int, status: int = 429, *, endpoint: str = "klines") -> None:
+        """Answer the next ``n`` requests to ``endpoint`` ('klines' or 'exchangeInfo') with
+        HTTP ``status`` (429, 500, 502, 503...)."""
         with self._lock:
-            self._failures += [status] * n
+            self._failures.setdefault(endpoint, []).extend([status] * n)
 
     def add_gap(self, symbol: str, first: str, last: str) -> None:
         """Bars of ``symbol`` opening in [first, last] do not exist (any market kind)."""
-        self.gaps.setdefault(symbol.split(":")[0], []).append(
-            (pd.Timestamp(first), pd.Timestamp(last))
-        )
+        self.gaps.setdefault(symbol.split(":")[0], []).append((_ms(first), _ms(last)))
 
     def malform(self, symbol: str, index: int, kind: str = "null_close") -> None:
         """Break bar number ``index`` (0 = the first bar of the series) of ``symbol``."""
@@ -173,8 +172,7 @@ class FakeBinance:
         return last_closed_end + step if self.forming else last_closed_end
 
     def bar_exists(self, symbol: str, open_ms: int) -> bool:
-        ts = pd.Timestamp(open_ms, unit="ms")
-        return not any(a <= ts <= b for a, b in self.gaps.get(symbol.split(":")[0], []))
+        return not any(a <= open_ms <= b for a, b in self.gaps.get(symbol.split(":")[0], []))
 
     def expected(self, symbol: str, interval: str = "1h", *, kind: str = "spot") -> pd.DataFrame:
         """The closed bars of ``symbol`` the fake serves, as a canonical candle frame."""
@@ -263,20 +261,20 @@ class FakeBinance:
 
     def answer(self, path: str, params: dict[str, str]) -> tuple[int, Any]:
         """Status and JSON body (or text for 5xx) for one GET request."""
-        prefix = path.strip("/").split("/")[0]
+        prefix, endpoint = path.strip("/").split("/")[0], path.rsplit("/", 1)[-1]
+        with self._lock:
+            queue = self._failures.get(endpoint)
+            failure = queue.pop(0) if queue else None
         status: int
         body: Any
-        if path.endswith("/exchangeInfo"):
+        if failure == 429:
+            status, body = 429, {"code": -1003, "msg": "Too much request weight used."}
+        elif failure is not None:
+            status, body = failure, f"<html><body>{failure} Server Error</body></html>"
+        elif endpoint == "exchangeInfo":
             status, body = 200, self._exchange_info(prefix)
-        elif path.endswith("/klines") and prefix in _MAX_LIMIT:
-            with self._lock:
-                failure = self._failures.pop(0) if self._failures else None
-            if failure == 429:
-                status, body = 429, {"code": -1003, "msg": "Too much request weight used."}
-            elif failure is not None:
-                status, body = failure, f"<html><body>{failure} Server Error</body></html>"
-            else:
-                status, body = self._klines(prefix, params)
+        elif endpoint == "klines" and prefix in _MAX_LIMIT:
+            status, body = self._klines(prefix, params)
         else:
             status, body = 404, {"code": -1, "msg": f"no endpoint {path}"}
         with self._lock:
