@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ml_core.config import CoincastConfig, load_config
-from ml_core.errors import CoincastError, QualityGateError, RevisionError
+from ml_core.errors import CoincastError, ConfigError, QualityGateError, RevisionError
 
 if TYPE_CHECKING:
     from ml_core.data.ingest import IngestRun
@@ -191,6 +191,112 @@ def ingest(
         )
         _print_ingest(run, cfg)
         run.raise_for_failure()
+
+
+@app.command()
+def download(
+    symbols: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated ccxt symbols, e.g. BTC/USDT,ETH/USDT (BTC/USDT:USDT: the "
+            "perpetual). Without it: the `sources:` of the config."
+        ),
+    ] = None,
+    exchange: Annotated[str, typer.Option(help="A ccxt exchange id.")] = "binance",
+    timeframe: TimeframeOpt = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Where a first download starts (ISO date); later runs resume."),
+    ] = None,
+    market: Annotated[str, typer.Option(help="spot or futures (perpetual swaps).")] = "spot",
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Download new candles from an exchange into the warehouse, behind the quality gate.
+
+    Resumes after the last stored bar of each symbol; the still-forming bar is not
+    stored; a bad batch is quarantined and its symbol stops (exit code 2). See
+    docs/download.md.
+    """
+    from ml_core.config import SourceConfig
+    from ml_core.data.exchange import download_sources
+    from ml_core.data.warehouse import Warehouse
+
+    with _user_errors():
+        cfg = _config(home, config, dataset=False)
+        if symbols:
+            fields = {"exchange": exchange, "symbols": symbols, "market": market, "since": since}
+            sources = [SourceConfig(**fields, timeframe=timeframe or "1h")]
+        else:
+            sources = [s for s in cfg.sources if timeframe in (None, s.timeframe)]
+            if not sources:
+                raise ConfigError(
+                    "Nothing to download: pass --symbols (e.g. --symbols BTC/USDT,ETH/USDT "
+                    "-t 1h) or configure `sources:` in the config file (docs/download.md)."
+                )
+        with _download_progress() as progress:
+            results = download_sources(
+                Warehouse(cfg.warehouse_path), sources, cfg.quality, progress=progress
+            )
+    _print_downloads([r.as_dict() for r in results], cfg)
+
+
+@contextmanager
+def _download_progress() -> Iterator[Callable[[str, int, object], None]]:
+    """A rich progress line per symbol: bars stored and the newest bar's time."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.fields[bars]:>9,} bars"),
+        TextColumn("up to {task.fields[last]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as bar:
+        tasks: dict[str, object] = {}
+
+        def update(symbol: str, n_bars: int, last_ts: object) -> None:
+            if symbol not in tasks:
+                tasks[symbol] = bar.add_task(symbol, total=None, bars=0, last="-")
+            bar.update(tasks[symbol], bars=n_bars, last=str(last_ts)[:16])
+
+        yield update
+
+
+def _print_downloads(results: list[dict], cfg: CoincastConfig) -> None:
+    """One table per source: what each symbol's download stored; exit code 2 on quarantine."""
+    quarantined = []
+    for r in results:
+        table = Table(
+            title=f"{r['exchange']} {r['market']} {r['timeframe']} -> {cfg.warehouse_path}",
+            caption="forming: the bar still open, not stored; the next run brings it closed",
+        )
+        table.add_column("symbol", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        for col in ["new", "forming", "retries"]:
+            table.add_column(col, justify="right")
+        table.add_column("newest bar stored", no_wrap=True)
+        for sym in r["symbols"]:
+            status = sym["status"]
+            if status == "quarantined":
+                quarantined.append(sym)
+                status = "[red]quarantined[/]"
+            newest = sym["last_ts"]
+            table.add_row(
+                sym["symbol"],
+                status,
+                f"{sym['n_new']:,}",
+                str(sym["n_forming"]),
+                str(sym["n_retries"]),
+                newest[:16].replace("T", " ") if newest else "no new bar",
+            )
+        console.print(table)
+    for sym in quarantined:
+        err_console.print(f"[bold red]quarantined[/] {sym['symbol']}: {sym['quarantine_reason']}")
+    if quarantined:
+        raise typer.Exit(code=2)
 
 
 def _print_ingest(run: IngestRun, cfg: CoincastConfig) -> None:

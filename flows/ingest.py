@@ -1,22 +1,35 @@
-"""Flow `ingest`: files -> quality gate -> warehouse (or quarantine)."""
+"""Flow `ingest`: files and configured exchange sources -> quality gate -> warehouse."""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from flows.params import IngestParams
+from ml_core.errors import ConfigError
 from tasks.artifacts import publish_table
-from tasks.data import ingest_files
+from tasks.data import download_configured, ingest_files, sources_for
 
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow(params: IngestParams) -> list[dict]:
-    """Ingest candle files behind the Great Expectations gate."""
+    """Ingest candle files (``paths``) and download the configured sources, behind the
+    Great Expectations gate."""
     cfg = params.load()
-    results = ingest_files(
-        cfg, params.paths, params.symbol, params.source_timeframe, params.allow_revisions
-    )
+    if not params.paths and not sources_for(cfg):
+        raise ConfigError(
+            f"Nothing to ingest for {cfg.data.timeframe}: fill in `paths` (candle files on this "
+            f"machine) or configure `sources:` with timeframe {cfg.data.timeframe} "
+            "(docs/download.md)."
+        )
+    results = []
+    if params.paths:
+        results = ingest_files(
+            cfg, params.paths, params.symbol, params.source_timeframe, params.allow_revisions
+        )
+    downloads = download_configured(cfg) if params.download else []
     publish_ingest_summary(results)
+    if downloads:
+        publish_download_summary(downloads)
     return results
 
 
@@ -33,4 +46,18 @@ def publish_ingest_summary(results: list[dict]) -> None:
         "ingest-summary",
         pd.DataFrame(rows),
         "Files ingested: rows new, revised (n_updated), unchanged, still forming.",
+    )
+
+
+def publish_download_summary(downloads: list[dict]) -> None:
+    import pandas as pd
+
+    rows = [
+        {"exchange": d["exchange"], "market": d["market"], "timeframe": d["timeframe"]}
+        | {k: s[k] for k in ("symbol", "status", "n_new", "n_forming", "n_retries", "last_ts")}
+        for d in downloads
+        for s in d["symbols"]
+    ]
+    publish_table(
+        "download-summary", pd.DataFrame(rows), "New candles from the configured exchanges."
     )

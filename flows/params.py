@@ -32,7 +32,15 @@ class RunParams(BaseModel):
 
 
 class IngestParams(RunParams):
-    paths: list[str] = Field(description="CSV or Parquet files of candles.")
+    paths: list[str] = Field(
+        default_factory=list,
+        description="Candle files or folders on this machine (none: only the configured "
+        "download sources).",
+    )
+    download: bool = Field(
+        default=True,
+        description="Also download new candles from the configured sources of this timeframe.",
+    )
     symbol: str | None = Field(
         default=None, description="Symbol, when the files have no symbol column."
     )
@@ -51,6 +59,10 @@ class RetrainParams(RunParams):
         default_factory=list,
         description="Files to ingest before retraining (none: use the warehouse).",
     )
+    download: bool = Field(
+        default=True,
+        description="First download new candles from the configured sources (if any).",
+    )
 
     def run_params(self) -> RunParams:
         """The shared part (home, config file, timeframe, profile) for the sub-flows."""
@@ -58,6 +70,10 @@ class RetrainParams(RunParams):
 
 
 class PredictParams(RunParams):
+    download: bool = Field(
+        default=True,
+        description="First download new candles from the configured sources (if any).",
+    )
     symbols: list[str] | None = Field(
         default=None, description="Only these symbols (none: every symbol of the timeframe)."
     )

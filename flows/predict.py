@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.params import PredictParams
+from tasks.data import download_configured
 from tasks.predict import (
     load_scorers,
     publish_predictions,
@@ -18,6 +19,8 @@ from tasks.predict import (
 def predict_flow(params: PredictParams = PredictParams()) -> dict:  # noqa: B008 - typed default
     """Score every bar not scored yet by champion, challenger and previous; upsert the rows."""
     cfg = params.load()
+    if params.download:
+        download_configured(cfg)  # nothing when no source is configured
     scorers = load_scorers(cfg)
     window, cursors = read_new_candles(cfg, scorers, params.symbols)
     predictions = score_new_bars(cfg, window, cursors, scorers)

@@ -9,6 +9,7 @@ from flows.ingest import ingest_flow
 from flows.params import IngestParams, RetrainParams
 from flows.train import train_flow
 from flows.validate import validate_flow
+from tasks.data import sources_for
 from tasks.registry import apply_weekly, decide_weekly, load_champion, register_served
 from tasks.reporting import publish_decision, write_run_report
 from tasks.tuning import record_applied_tuning
@@ -31,8 +32,10 @@ def retrain_flow(params: RetrainParams = RetrainParams()) -> dict:  # noqa: B008
     """Weekly retrain: new data in; the week ends in a first champion, replace, refresh or keep."""
     cfg = params.load()
     run = params.run_params()
-    if params.ingest_paths:
-        ingest_flow(IngestParams(**run.model_dump(), paths=params.ingest_paths))
+    if params.ingest_paths or (params.download and sources_for(cfg)):
+        ingest_flow(
+            IngestParams(**run.model_dump(), paths=params.ingest_paths, download=params.download)
+        )
     validate_flow(run)
     build_features_flow(run)
     trained = train_flow(run)

@@ -44,6 +44,40 @@ def ingest_files(
     return [r.as_dict() for r in run.results]
 
 
+@task(name="download-sources", cache_policy=NONE)
+def download_configured(cfg: CoincastConfig) -> list[dict]:
+    """New candles from the configured exchange sources of this data set (none: nothing).
+
+    A quarantined batch stops its symbol and is logged as a warning (the run goes on
+    with what is stored); retries exhausted fail the task with the exchange's error.
+    """
+    from ml_core.data.exchange import download_sources
+
+    logger = get_run_logger()
+    sources = sources_for(cfg)
+    if not sources:
+        return []
+    results = download_sources(Warehouse(cfg.warehouse_path), sources, cfg.quality)
+    rows = [r.as_dict() for r in results]
+    for r in rows:
+        for sym in r["symbols"]:
+            line = (
+                f"{r['exchange']} {r['market']} {sym['symbol']} {r['timeframe']}: "
+                f"{sym['n_new']} new bars (up to {sym['last_ts']}), {sym['n_forming']} forming, "
+                f"{sym['n_retries']} retries"
+            )
+            if sym["status"] == "quarantined":
+                logger.warning("%s; QUARANTINED: %s", line, sym["quarantine_reason"])
+            else:
+                logger.info(line)
+    return rows
+
+
+def sources_for(cfg: CoincastConfig) -> list:
+    """The configured download sources of this data set's timeframe."""
+    return [s for s in cfg.sources if s.timeframe == cfg.data.timeframe]
+
+
 @task(name="validate-warehouse", cache_policy=NONE)
 def validate_warehouse(cfg: CoincastConfig) -> dict:
     """Re-run the candle suite over the stored candles of the configured timeframe."""

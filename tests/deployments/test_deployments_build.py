@@ -29,9 +29,11 @@ def test_schedules_and_parameters_come_from_config(tmp_path):
     for name in ("ingest-1m", "promote-1m", "rollback-1m"):
         assert deps[name].schedules == [], name
         assert "on-demand" in deps[name].tags
-    # the UI form of ingest is the pydantic model, with `paths` required
+    # the UI form of ingest is the pydantic model: `paths`, or the configured sources
     schema = deps["ingest-1m"]._parameter_openapi_schema.model_dump()
-    assert schema["definitions"]["IngestParams"]["required"] == ["paths"]
+    ingest_form = schema["definitions"]["IngestParams"]
+    assert {"paths", "download", "allow_revisions"} <= set(ingest_form["properties"])
+    assert "paths" not in ingest_form.get("required", [])
     rollback_fields = schema_fields(deps["rollback-1m"])
     assert {"to_version", "reason", "home"} <= rollback_fields
 
