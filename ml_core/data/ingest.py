@@ -36,7 +36,7 @@ import duckdb
 import pandas as pd
 
 from ml_core.config import TIMEFRAME_SECONDS, QualityConfig
-from ml_core.data.sources import SUFFIXES, candle_files, read_candle_file
+from ml_core.data.sources import CHUNK_ROWS, SUFFIXES, candle_files, iter_candle_file
 from ml_core.data.symbols import parse_file_name
 from ml_core.data.warehouse import CANDLE_COLUMNS, Warehouse, to_naive_utc
 from ml_core.errors import (
@@ -86,6 +86,7 @@ class IngestResult:
     n_forming: int = 0
     n_unchanged: int = 0
     revisions: list[dict] = field(default_factory=list)
+    n_batches: int = 1  # a large file is ingested in chunks, one gate batch each
 
     def as_dict(self) -> dict:
         """Plain dict (for task results, artifacts and JSON)."""
@@ -239,8 +240,13 @@ def ingest_run(
     now: pd.Timestamp | None = None,
     allow_revisions: bool = False,
     market: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> IngestRun:
-    """``ingest_paths`` without the raise: stops at the first failure and records it."""
+    """``ingest_paths`` without the raise: stops at the first failure and records it.
+
+    A file longer than ``chunk_rows`` is read and gated in chunks of that many rows
+    (one batch each), so memory stays flat as files grow; a failing chunk stops the
+    file there, the chunks before it stay loaded and the error says how many rows."""
     entries = candle_files(paths)
     files = [e.path for e in entries if e.skip_reason is None]
     run = IngestRun(skipped=[(str(e.path), e.skip_reason) for e in entries if e.skip_reason])
@@ -253,25 +259,60 @@ def ingest_run(
     if symbol is not None:
         _one_symbol_for_files(files, symbol, market)
     for i, path in enumerate(files):
+        done: list[IngestResult] = []
         try:
-            candles = read_candle_file(path, symbol=symbol, timeframe=timeframe, market=market)
-            result = ingest_frame(
-                warehouse,
-                candles,
-                cfg,
-                source=str(path),
-                now=now,
-                allow_revisions=allow_revisions,
+            chunks = iter_candle_file(
+                path, symbol=symbol, timeframe=timeframe, market=market, chunk_rows=chunk_rows
             )
+            for candles in chunks:  # a large file in pieces: memory stays flat
+                done.append(
+                    ingest_frame(
+                        warehouse,
+                        candles,
+                        cfg,
+                        source=str(path),
+                        now=now,
+                        allow_revisions=allow_revisions,
+                    )
+                )
         except NotCandlesError as exc:  # found out by reading: a funding-rate table, ...
             run.skipped.append((str(path), str(exc)))
             continue
         except CoincastError as exc:
+            if done:  # the chunks before the bad one stay loaded: say so
+                run.results.append(_merged(done))
+                exc.args = (
+                    f"{exc.args[0] if exc.args else exc} {path.name}: its first "
+                    f"{sum(r.n_rows for r in done):,} rows (up to the failing chunk) were "
+                    "loaded.",
+                    *exc.args[1:],
+                )
             run.failed = (str(path), exc)
             run.not_read = [str(p) for p in files[i + 1 :]]
             return run
-        run.results.append(result)
+        run.results.append(_merged(done))
     return run
+
+
+def _merged(parts: list[IngestResult]) -> IngestResult:
+    """One file's chunks as one result (counts summed; the first chunk's batch id)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    return IngestResult(
+        batch_id=first.batch_id,
+        source=first.source,
+        symbols=sorted({s for r in parts for s in r.symbols}),
+        timeframe=",".join(sorted({tf for r in parts for tf in r.timeframe.split(",") if tf})),
+        n_rows=sum(r.n_rows for r in parts),
+        n_new=sum(r.n_new for r in parts),
+        n_updated=sum(r.n_updated for r in parts),
+        findings=[f for r in parts for f in r.findings],
+        n_forming=sum(r.n_forming for r in parts),
+        n_unchanged=sum(r.n_unchanged for r in parts),
+        revisions=[v for r in parts for v in r.revisions],
+        n_batches=sum(r.n_batches for r in parts),
+    )
 
 
 def _one_symbol_for_files(files: list[Path], symbol: str, market: str | None) -> None:

@@ -30,7 +30,7 @@ import gzip
 import logging
 import re
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -57,6 +57,7 @@ __all__ = [
     "FileEntry",
     "candle_files",
     "infer_timeframe",
+    "iter_candle_file",
     "not_candles_reason",
     "parse_timestamps",
     "read_candle_file",
@@ -130,6 +131,74 @@ def read_candle_file(
     else:
         out = _candles(_read_table(p), str(p), names, symbol, timeframe)
     return out.sort_values(["symbol", "timeframe", "ts"], kind="mergesort").reset_index(drop=True)
+
+
+#: Rows per chunk when a large CSV or Parquet file is read in pieces (``iter_candle_file``).
+CHUNK_ROWS = 500_000
+
+
+def iter_candle_file(
+    path: Path | str,
+    *,
+    symbol: str | None = None,
+    timeframe: str | None = None,
+    market: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[pd.DataFrame]:
+    """``read_candle_file`` in chunks of at most ``chunk_rows`` rows, in file order, so
+    memory stays flat however long the file: CSV (also ``.csv.gz``) and Parquet are
+    streamed; the other types are small by nature and come as one chunk. Each chunk
+    is a canonical candle frame (sorted); a file shorter than ``chunk_rows`` is one
+    chunk equal to ``read_candle_file``'s frame. A chunk's timeframe is inferred from
+    its own spacing when neither ``timeframe`` nor a column gives it.
+    """
+    p = Path(path)
+    name = p.name.lower()
+    streamable = name.endswith((".csv", ".csv.gz", ".parquet", ".pq"))
+    if not streamable or not p.is_file() or not_candles_reason(p) is not None:
+        yield read_candle_file(p, symbol=symbol, timeframe=timeframe, market=market)
+        return
+    said = parse_file_name(p, market=market)
+    n = 0
+    try:
+        chunks = (
+            _parquet_chunks(p, chunk_rows)
+            if "parquet" in name or name.endswith(".pq")
+            else (
+                _csv_chunks(
+                    partial(gzip.open if name.endswith(".gz") else open, p, "rb"), chunk_rows
+                )
+            )
+        )
+        for raw in chunks:
+            n += 1
+            out = _candles(raw, str(p), said, symbol, timeframe)
+            yield out.sort_values(["symbol", "timeframe", "ts"], kind="mergesort").reset_index(
+                drop=True
+            )
+    except (DataContractError, NotCandlesError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parser error becomes a contract error
+        raise DataContractError(f"Could not read candle file {p}: {exc}") from exc
+    if n == 0:
+        raise DataContractError(f"{p} holds no rows; nothing to ingest.")
+
+
+def _parquet_chunks(p: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(p) as pf:
+        for batch in pf.iter_batches(batch_size=chunk_rows):
+            yield batch.to_pandas()
+
+
+def _csv_chunks(open_binary: Callable[[], IO[bytes]], chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """``_read_csv`` in chunks (same header rules)."""
+    skiprows, header, names = _csv_layout(open_binary)
+    with open_binary() as fh:
+        reader = pd.read_csv(fh, skiprows=skiprows, header=header, chunksize=chunk_rows)
+        for chunk in reader:
+            yield chunk.rename(columns=names) if names else chunk
 
 
 def candle_files(paths: Iterable[Path | str] | Path | str) -> list[FileEntry]:
@@ -257,17 +326,21 @@ def _read_zip(
 
 
 def _read_csv(open_binary: Callable[[], IO[bytes]]) -> pd.DataFrame:
+    skiprows, header, names = _csv_layout(open_binary)
+    with open_binary() as fh:
+        raw = pd.read_csv(fh, skiprows=skiprows, header=header)
+    return raw.rename(columns=names) if names else raw
+
+
+def _csv_layout(open_binary: Callable[[], IO[bytes]]) -> tuple[int, int | None, dict | None]:
+    """(rows to skip, header row, column names) from the first line of a CSV."""
     with open_binary() as fh:
         fields = fh.readline().decode("utf-8-sig", errors="replace").strip().split(",")
     if len(fields) == 1 and fields[0].lower().startswith("http"):
-        with open_binary() as fh:  # CryptoDataDownload puts its URL on line 1
-            return pd.read_csv(fh, skiprows=1)
+        return 1, 0, None  # CryptoDataDownload puts its URL on line 1
     if all(_is_number(f) for f in fields):  # data.binance.vision klines without header
-        with open_binary() as fh:
-            raw = pd.read_csv(fh, header=None)
-        return raw.rename(columns=dict(enumerate(_BINANCE_KLINE)))
-    with open_binary() as fh:
-        return pd.read_csv(fh)
+        return 0, None, dict(enumerate(_BINANCE_KLINE))
+    return 0, 0, None
 
 
 def _read_json(p: Path) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from ml_core.config import QualityConfig
-from ml_core.data.ingest import IngestResult, ingest_frame, ingest_paths
+from ml_core.data.ingest import IngestResult, ingest_frame, ingest_paths, ingest_run
 from ml_core.data.warehouse import Warehouse
 from ml_core.errors import DataContractError, QualityGateError, RevisionError
 
@@ -346,3 +346,29 @@ def test_real_sample_file_ingests_idempotently(tmp_path: Path) -> None:
     (second,) = ingest_paths(wh, [SAMPLE_1H], CFG)
     assert (second.n_new, second.n_updated) == (0, 0)
     assert rows(wh, "candles") == before
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_large_files_are_ingested_in_chunks_with_the_same_result(
+    tmp_path: Path, suffix: str
+) -> None:
+    frame = make_candles(50).drop(columns=["symbol", "timeframe"])
+    path = tmp_path / f"BTCUSDT-1m{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path, index=False)
+    whole, chunked = Warehouse(tmp_path / "a.duckdb"), Warehouse(tmp_path / "b.duckdb")
+    (one,) = ingest_run(whole, [path], CFG, now=NOW).results
+    (many,) = ingest_run(chunked, [path], CFG, now=NOW, chunk_rows=12).results
+    assert (one.n_batches, many.n_batches) == (1, 5)
+    assert (many.n_rows, many.n_new, many.symbols, many.timeframe) == (50, 50, ["BTC/USDT"], "1m")
+    pd.testing.assert_frame_equal(chunked.read_candles(), whole.read_candles())
+
+
+def test_a_bad_chunk_stops_the_file_and_says_what_was_loaded(tmp_path: Path) -> None:
+    frame = make_candles(50).drop(columns=["symbol", "timeframe"])
+    frame.loc[30, "volume"] = -1.0  # in the third chunk of 12
+    path = tmp_path / "BTCUSDT-1m.csv"
+    frame.to_csv(path, index=False)
+    wh = Warehouse(tmp_path / "w.duckdb")
+    run = ingest_run(wh, [path], CFG, now=NOW, chunk_rows=12)
+    assert run.failed is not None and "its first 24 rows" in str(run.failed[1])
+    assert len(wh.read_candles()) == 24 and run.results[0].n_new == 24
