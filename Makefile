@@ -52,6 +52,8 @@ bench: install
 	$(PY) benchmarks/bench_trees.py
 	$(PY) benchmarks/bench_models.py
 	$(PY) benchmarks/bench_predict.py
+	$(PY) benchmarks/bench_ingest.py --reference
+	$(PY) benchmarks/bench_download.py
 
 ## Re-resolve requirements.in into requirements.lock (needs the package index).
 lock:
