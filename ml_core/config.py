@@ -216,6 +216,24 @@ class QualityConfig(BaseModel):
     max_future_seconds: int = Field(
         default=0, ge=0, description="Tolerance for candle open times after 'now' (clock skew)."
     )
+    max_price: float = Field(
+        default=1e12,
+        gt=0,
+        allow_inf_nan=False,
+        description="Largest plausible price (BTC in IDR or VND is ~1e9); infinities and "
+        "absurd values fail the gate.",
+    )
+    max_volume: float = Field(
+        default=1e18,
+        gt=0,
+        allow_inf_nan=False,
+        description="Largest plausible bar volume in base units (meme coins trade ~1e13).",
+    )
+    min_ts: str = Field(
+        default="2009-01-03",
+        description="Earliest plausible candle open time (the first bitcoin block); older "
+        "stamps are misread times.",
+    )
     revision_tolerance: float = Field(
         default=1e-9,
         ge=0,

@@ -5,7 +5,10 @@ whole-dataframe batch) over a batch of candles and adds the soft findings of
 ``ml_core.quality.soft``. Critical expectations, each a real GX expectation:
 
 - no nulls in any candle column (``expect_column_values_to_not_be_null``)
-- open/high/low/close > 0, volume >= 0 (``expect_column_values_to_be_between``)
+- open/high/low/close in (0, ``max_price``], volume in [0, ``max_volume``]
+  (``expect_column_values_to_be_between``): infinities and absurd values (1e30) fail
+- symbol plausible: letters, digits and ``/:._@-``, at most 64 characters, no
+  spaces or control characters (``expect_column_values_to_match_regex``)
 - high >= open, high >= close, open >= low, close >= low
   (``expect_column_pair_values_a_to_be_greater_than_b``, ``or_equal=True``)
 - (symbol, timeframe, ts) unique (``expect_compound_columns_to_be_unique``)
@@ -14,6 +17,8 @@ whole-dataframe batch) over a batch of candles and adds the soft findings of
   the bar length; weekly bars open on Monday) in {0} (``expect_column_values_to_be_in_set``)
 - no future ts: helper column ``_ts_epoch_us`` <= now + ``max_future_seconds``
   (``expect_column_values_to_be_between``)
+- no ts before ``min_ts`` (2009-01-03 by default: no crypto candle is older; a
+  millisecond time misread, or a stamp decades off, fails here)
 
 Great Expectations is imported lazily (~3-5 s). The context, data source, suite
 and validation definition are built once per process (``_gx_validation``); a run
@@ -49,6 +54,11 @@ _WEEK_ORIGIN_US = 4 * 86400 * 1_000_000
 _GX_LOCK = threading.Lock()
 _GX_NAME = "coincast-candles"
 _MAX_EPOCH_PARAM = "max_epoch_us"
+_MIN_EPOCH_PARAM = "min_epoch_us"
+_MAX_PRICE_PARAM = "max_price"
+_MAX_VOLUME_PARAM = "max_volume"
+#: A plausible symbol: what the canonical names and ccxt's unified symbols use.
+SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9/:._@-]{0,63}$"
 
 
 def validate_candles(
@@ -65,9 +75,24 @@ def validate_candles(
     now_naive = to_naive_utc(now if now is not None else pd.Timestamp.now(tz="UTC"))
     max_ts = now_naive + pd.Timedelta(seconds=cfg.max_future_seconds)
     batch = _with_helper_columns(frame)
-    results = _run_suite(batch, max_epoch_us=_epoch_us(max_ts))
+    min_ts = pd.Timestamp(cfg.min_ts)
+    results = _run_suite(
+        batch,
+        params={
+            _MAX_EPOCH_PARAM: _epoch_us(max_ts),
+            _MIN_EPOCH_PARAM: _epoch_us(min_ts),
+            _MAX_PRICE_PARAM: cfg.max_price,
+            _MAX_VOLUME_PARAM: cfg.max_volume,
+        },
+    )
+    bounds = {
+        "max_ts": f"{max_ts:%Y-%m-%d %H:%M:%S}",
+        "min_ts": f"{min_ts:%Y-%m-%d}",
+        "max_price": f"{cfg.max_price:g}",
+        "max_volume": f"{cfg.max_volume:g}",
+    }
     for r in results:
-        r["label"] = r["label"].format(max_ts=f"{max_ts:%Y-%m-%d %H:%M:%S}")
+        r["label"] = r["label"].format(**bounds)
     failures = [_failure(r, frame) for r in results if not r["success"]]
     return QualityReport(
         passed=not failures,
@@ -152,9 +177,31 @@ def _expectations() -> list[Any]:
         )
         for c in PRICE_COLUMNS
     ]
+    exps += [
+        gxe.ExpectColumnValuesToBeBetween(
+            column=c,
+            max_value={"$PARAMETER": _MAX_PRICE_PARAM},
+            meta=meta(f"{c} <= {{max_price}} (finite, plausible)", [c]),
+        )
+        for c in PRICE_COLUMNS
+    ]
     exps.append(
         gxe.ExpectColumnValuesToBeBetween(
             column="volume", min_value=0, meta=meta("volume >= 0", ["volume"])
+        )
+    )
+    exps.append(
+        gxe.ExpectColumnValuesToBeBetween(
+            column="volume",
+            max_value={"$PARAMETER": _MAX_VOLUME_PARAM},
+            meta=meta("volume <= {max_volume} (finite, plausible)", ["volume"]),
+        )
+    )
+    exps.append(
+        gxe.ExpectColumnValuesToMatchRegex(
+            column="symbol",
+            regex=SYMBOL_PATTERN,
+            meta=meta("symbol is letters, digits and /:._@- (at most 64)", ["symbol"]),
         )
     )
     for a, b in [("high", "open"), ("high", "close"), ("open", "low"), ("close", "low")]:
@@ -181,6 +228,11 @@ def _expectations() -> list[Any]:
             column=_EPOCH_COL,
             max_value={"$PARAMETER": _MAX_EPOCH_PARAM},
             meta=meta("ts <= {max_ts} (no future bars)", ["ts"]),
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column=_EPOCH_COL,
+            min_value={"$PARAMETER": _MIN_EPOCH_PARAM},
+            meta=meta("ts >= {min_ts} (quality.min_ts)", ["ts"]),
         ),
     ]
     return exps
@@ -212,13 +264,13 @@ def _gx_validation() -> Any:
     )
 
 
-def _run_suite(batch: pd.DataFrame, *, max_epoch_us: int) -> list[dict]:
-    """Run the suite on ``batch``; one plain dict per expectation result."""
+def _run_suite(batch: pd.DataFrame, *, params: dict[str, Any]) -> list[dict]:
+    """Run the suite on ``batch`` with its run parameters; one plain dict per result."""
     with _GX_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = _gx_validation().run(
             batch_parameters={"dataframe": batch},
-            expectation_parameters={_MAX_EPOCH_PARAM: max_epoch_us},
+            expectation_parameters=params,
             result_format={"result_format": "COMPLETE", "partial_unexpected_count": 0},
         )
     return [_result_dict(r) for r in result.results]

@@ -207,12 +207,35 @@ CRITICAL_CASES = {
         "expect_column_values_to_be_in_set",
         "ts aligned to the timeframe",
     ),
+    "infinite_volume": (
+        bad(lambda d: _set(d, 3, volume=np.inf)),
+        "expect_column_values_to_be_between",
+        "volume <= 1e+18 (finite, plausible)",
+    ),
+    "absurd_high": (
+        bad(lambda d: _set(d, 3, high=1e30)),
+        "expect_column_values_to_be_between",
+        "high <= 1e+12 (finite, plausible)",
+    ),
+    "before_2009": (
+        bad(lambda d: _set(d, 3, ts=pd.Timestamp("1971-08-01 00:03:00"))),
+        "expect_column_values_to_be_between",
+        "ts >= 2009-01-03 (quality.min_ts)",
+    ),
     "future_ts": (
         bad(lambda d: _set(d, 9, ts=NOW + pd.Timedelta(minutes=1))),
         "expect_column_values_to_be_between",
         "ts <= 2024-06-01 00:00:00 (no future bars)",
     ),
 }
+
+
+@pytest.mark.parametrize("symbol", ["[/]EVIL", "BTC/USDT\nETH", " BTC/USDT", "X" * 65, "💩/USDT"])
+def test_implausible_symbols_are_quarantined(wh: Warehouse, symbol: str) -> None:
+    before = rows(wh, "candles")
+    with pytest.raises(QualityGateError, match="symbol is letters, digits"):
+        ingest_frame(wh, make_candles(5, symbol=symbol), CFG, source="hostile", now=NOW)
+    assert rows(wh, "candles") == before
 
 
 @pytest.mark.parametrize("case", list(CRITICAL_CASES))

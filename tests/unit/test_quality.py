@@ -56,8 +56,8 @@ def test_clean_batch_passes_with_every_critical_expectation_run() -> None:
         "expect_compound_columns_to_be_unique",
         "expect_column_values_to_be_in_set",
     } <= names
-    assert len(report.expectations_run) == 21
-    assert report.summary().startswith("Batch passed all 21 critical expectations (30 rows")
+    assert len(report.expectations_run) == 28
+    assert report.summary().startswith("Batch passed all 28 critical expectations (30 rows")
 
 
 def test_failure_names_expectation_symbols_counts_and_examples() -> None:
@@ -224,7 +224,7 @@ def test_cached_gx_objects_are_reused_and_runs_do_not_leak() -> None:
     assert validate_candles(good, QualityConfig(), now=later).passed  # new frame, new bound
     definition = _gx_validation()
     assert definition is _gx_validation()
-    assert len(definition.suite.expectations) == 21  # runs add nothing to the shared suite
+    assert len(definition.suite.expectations) == 28  # runs add nothing to the shared suite
 
 
 def test_concurrent_validations_in_threads_are_independent() -> None:
