@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ml_core.config import CoincastConfig, load_config
 from ml_core.errors import CoincastError, ConfigError, QualityGateError, RevisionError
@@ -30,8 +31,16 @@ app = typer.Typer(
     no_args_is_help=True,
     help="coincast: honest crypto direction models, from candles to a promoted champion.",
 )
-console = Console()
-err_console = Console(stderr=True)
+# markup off: symbols, paths and reasons come from user data and are printed as written
+# ('[/]EVIL' is a symbol, not a tag); coincast's own styling uses Text objects (_styled).
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
+
+
+def _styled(label: str, style: str, rest: object = "") -> Text:
+    """``label`` in ``style``, then ``rest`` exactly as written (no markup)."""
+    return Text.assemble((label, style), str(rest))
+
 
 HomeOpt = Annotated[
     Path | None,
@@ -86,7 +95,7 @@ def _prefect_env(cfg: CoincastConfig) -> None:
 
 
 def _fail(exc: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {exc}")
+    err_console.print(_styled("error:", "bold red", f" {exc}"))
     raise typer.Exit(code=2 if isinstance(exc, QualityGateError) else 1)
 
 
@@ -248,7 +257,7 @@ def _download_progress() -> Iterator[Callable[[str, int, object], None]]:
 
     with Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         TextColumn("{task.fields[bars]:>9,} bars"),
         TextColumn("up to {task.fields[last]}"),
         TimeElapsedColumn(),
@@ -282,7 +291,7 @@ def _print_downloads(results: list[dict], cfg: CoincastConfig) -> None:
             status = sym["status"]
             if status == "quarantined":
                 quarantined.append(sym)
-                status = "[red]quarantined[/]"
+                status = Text("quarantined", style="red")
             newest = sym["last_ts"]
             table.add_row(
                 sym["symbol"],
@@ -294,7 +303,9 @@ def _print_downloads(results: list[dict], cfg: CoincastConfig) -> None:
             )
         console.print(table)
     for sym in quarantined:
-        err_console.print(f"[bold red]quarantined[/] {sym['symbol']}: {sym['quarantine_reason']}")
+        err_console.print(
+            _styled("quarantined", "bold red", f" {sym['symbol']}: {sym['quarantine_reason']}")
+        )
     if quarantined:
         raise typer.Exit(code=2)
 
@@ -309,7 +320,7 @@ def _print_ingest(run: IngestRun, cfg: CoincastConfig) -> None:
     for r in run.results:
         table.add_row(
             Path(r.source).name,
-            "[green]loaded[/]",
+            Text("loaded", style="green"),
             r.timeframe,
             f"{r.n_rows:,}",
             f"{r.n_new:,}",
@@ -318,21 +329,24 @@ def _print_ingest(run: IngestRun, cfg: CoincastConfig) -> None:
             f"{r.n_forming:,}",
             str(len(r.findings)),
         )
-    for path, reason in run.skipped:
-        table.add_row(Path(path).name, f"[yellow]skipped[/]: {reason}", *[""] * 7)
+
     if run.failed is not None:
         exc = run.failed[1]
-        status = (
-            "[red]refused[/]"
+        status = Text(
+            "refused"
             if isinstance(exc, RevisionError)
-            else "[red]quarantined[/]"
+            else "quarantined"
             if isinstance(exc, QualityGateError)
-            else "[red]failed[/]"
+            else "failed",
+            style="red",
         )
         table.add_row(Path(run.failed[0]).name, status, *[""] * 7)
     for path in run.not_read:
         table.add_row(Path(path).name, "not read", *[""] * 7)
     console.print(table)
+    for path, reason in run.skipped:
+        short = reason.removeprefix(f"{path}: ").split(" (")[0].split(": skipped")[0]
+        console.print(_styled("skipped", "yellow", f" {path}: {short}"), highlight=False)
     _print_findings([f for r in run.results for f in r.findings])
 
 
@@ -536,11 +550,15 @@ def _print_replay(summary: dict) -> None:
 
 def _print_retrain(summary: dict) -> None:
     d = summary["decision"]
-    verdict = "[bold green]PROMOTED[/]" if d["promote"] else "[bold yellow]NOT PROMOTED[/]"
+    verdict = ("PROMOTED", "bold green") if d["promote"] else ("NOT PROMOTED", "bold yellow")
     kind = d.get("kind") or summary.get("kind") or ""
     which = f" v{d['challenger_version']}" if d.get("challenger_version") else ""
     console.print(
-        f"\nDecision for {summary['model_name']}{which}: {verdict}" + (f" ({kind})" if kind else "")
+        Text.assemble(
+            f"\nDecision for {summary['model_name']}{which}: ",
+            verdict,
+            f" ({kind})" if kind else "",
+        )
     )
     console.print(f"  why: {d['reason']}")
     champ = summary["champion_version"]
@@ -619,9 +637,13 @@ def _warn_stale(preds: object, timeframe: str) -> None:
         listing = ", ".join(f"{sym} ({age})" for sym, age in list(stale.items())[:5])
         more = f" and {len(stale) - 5} more" if len(stale) > 5 else ""
         err_console.print(
-            f"[yellow]warning:[/] the latest {timeframe} candle is more than two bars old for "
-            f"{listing}{more}: these are scores of old data. Bring new candles with "
-            "`coincast download` (or `coincast ingest`)."
+            _styled(
+                "warning:",
+                "yellow",
+                f" the latest {timeframe} candle is more than two bars old for "
+                f"{listing}{more}: these are scores of old data. Bring new candles with "
+                "`coincast download` (or `coincast ingest`).",
+            )
         )
 
 
@@ -765,8 +787,8 @@ def monitor(
         f"Monitor {out['model_name']}: {out['n_outcomes']:,} realized outcomes "
         f"({out['window_start']} .. {out['window_end']}), {out['n_drifted']} drifted feature(s)."
     )
-    verdict = "[bold red]ROLLED BACK[/]" if out["rolled_back"] else "no rollback"
-    console.print(f"  {verdict}: {out['reason']}")
+    verdict = ("ROLLED BACK", "bold red") if out["rolled_back"] else ("no rollback", "")
+    console.print(Text.assemble("  ", verdict, f": {out['reason']}"))
 
 
 @app.command()
@@ -778,7 +800,7 @@ def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeO
     with _user_errors():
         cfg = _config(home, config, timeframe, dataset=False)
         info = collect_status(cfg)
-    console.print(f"[bold]coincast home[/]: {cfg.home.resolve()}")
+    console.print(_styled("coincast home", "bold", f": {cfg.home.resolve()}"))
     if info["candles"] is not None:
         t = Table(title="Warehouse candles")
         for col in ["timeframe", "symbols", "rows", "first", "last"]:
@@ -791,7 +813,7 @@ def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeO
     else:
         console.print("No warehouse yet: run `coincast ingest PATH` or `make run`.")
     if info.get("quarantine"):
-        console.print(f"[yellow]Quarantined batches[/]: {info['quarantine']}")
+        console.print(_styled("Quarantined batches", "yellow", f": {info['quarantine']}"))
     t = Table(title=f"Registry ({cfg.tracking_uri})")
     for col in ["model", "alias", "version", "candidate", "test AUC", "served horizons", "fit on"]:
         t.add_column(col)

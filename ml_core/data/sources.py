@@ -242,6 +242,11 @@ def not_candles_reason(path: Path | str) -> str | None:
     return parse_file_name(p).skip_reason
 
 
+#: Files that mark a folder as a coincast home: its reports and MLflow artifacts hold CSV
+#: files that are not candles.
+_HOME_MARKERS = ("warehouse.duckdb", "mlflow.db")
+
+
 def _walk(folder: Path, visited: set[Path]) -> list[FileEntry]:
     real = folder.resolve()
     if real in visited:  # a symlink back up the tree
@@ -252,6 +257,8 @@ def _walk(folder: Path, visited: set[Path]) -> list[FileEntry]:
         if child.is_dir():
             if child.name.startswith(".") or child.name == "__MACOSX":
                 entries.append(FileEntry(child, "hidden folder, not searched: skipped"))
+            elif any((child / marker).exists() for marker in _HOME_MARKERS):
+                entries.append(FileEntry(child, "a coincast home (its own state), not searched"))
             else:
                 entries += _walk(child, visited)
         elif child.is_file():

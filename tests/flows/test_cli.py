@@ -92,3 +92,17 @@ def test_a_failing_flow_prints_one_error_line_and_logs_the_traceback(tmp_path):
     log_file = home / "logs" / "coincast.log"
     assert f"traceback in {log_file}" in out.replace("\n", "")
     assert "Traceback (most recent call last)" in log_file.read_text()
+
+
+def test_user_strings_are_printed_as_written_not_as_markup(tmp_path):
+    """A path or symbol with rich markup in it ('[/]', '[bold red]') is shown, not parsed."""
+    folder = tmp_path / "x[/]y [bold red]z"  # two folders: 'x[' and ']y [bold red]z'
+    folder.mkdir(parents=True)
+    bad = _candles()
+    bad.loc[5, "volume"] = -3.0
+    path = folder / "ABC_USDT-1m.csv"
+    bad.to_csv(path, index=False)
+    result = runner.invoke(app, ["ingest", str(path), "--home", str(tmp_path / "home")])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "MarkupError" not in result.output
+    assert "x[/]y [bold red]z" in result.output.replace("\n", "")

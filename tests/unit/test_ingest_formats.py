@@ -123,3 +123,18 @@ def test_binance_zip_and_freqtrade_json_gz(wh: Warehouse, tmp_path: Path) -> Non
     ]
     eth = wh.read_candles(symbols=["ETH/USDT"])
     np.testing.assert_allclose(eth["close"].to_numpy(), frame["close"].to_numpy())
+
+
+def test_a_coincast_home_inside_the_folder_is_not_searched(wh: Warehouse, tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    (folder / "home" / "reports").mkdir(parents=True)
+    (folder / "home" / "warehouse.duckdb").write_bytes(b"")
+    pd.DataFrame({"metric": ["auc"], "value": [0.5]}).to_csv(
+        folder / "home" / "reports" / "val_metrics.csv", index=False
+    )
+    ohlcv().to_csv(folder / "BTCUSDT-1h.csv", index=False)
+    run = ingest_run(wh, [folder], CFG, now=NOW)
+    assert run.failed is None and [r.n_new for r in run.results] == [24]
+    assert [(Path(p).name, why) for p, why in run.skipped] == [
+        ("home", "a coincast home (its own state), not searched")
+    ]
