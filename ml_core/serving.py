@@ -136,6 +136,7 @@ def _registered_models(cfg: CoincastConfig) -> list[dict[str, Any]]:
     """Every registered model with its aliases (name, aliases: [alias rows]); only
     ``cfg.model_name`` when the timeframe was given explicitly."""
     from ml_core.data.datasets import timeframe_is_explicit
+    from ml_core.registry.moves import serving_aliases
     from ml_core.registry.store import RegistryStore, registered_model_names
 
     if not ((cfg.home / "mlflow.db").exists() or cfg.registry.tracking_uri):
@@ -147,7 +148,7 @@ def _registered_models(cfg: CoincastConfig) -> list[dict[str, Any]]:
     for name in names:
         store = RegistryStore(cfg.tracking_uri, name)
         rows = []
-        for alias, version in store.aliases().items():
+        for alias, version in serving_aliases(store, Warehouse(cfg.warehouse_path)).items():
             tags = store.version_tags(version)
             rows.append(
                 {

@@ -20,6 +20,7 @@ from ml_core.monitoring.monitor import (
     write_monitor_metrics,
 )
 from ml_core.registry.monitoring_log import log_monitor_evaluation
+from ml_core.registry.moves import serving_aliases
 from ml_core.registry.promotion import rollback
 from ml_core.registry.store import RegistryStore
 from ml_core.registry.tracking import TrackingContext
@@ -36,7 +37,7 @@ def _store(cfg: CoincastConfig) -> RegistryStore:
 def evaluate_realized(cfg: CoincastConfig) -> MonitorEvaluation:
     """Realized metrics per version over the window and the rollback rule's decision."""
     store = _store(cfg)
-    aliases = store.aliases() if store.exists() else {}
+    aliases = serving_aliases(store, Warehouse(cfg.warehouse_path))
     ev = evaluate_models(
         Warehouse(cfg.warehouse_path),
         model_name=cfg.model_name,

@@ -20,6 +20,7 @@ from ml_core.monitoring.predictions import (
     scoring_cursors,
     upsert_predictions,
 )
+from ml_core.registry.moves import serving_aliases
 from ml_core.registry.store import TAG_LOOKBACK, RegistryStore
 from tasks.artifacts import publish_table
 
@@ -28,7 +29,7 @@ from tasks.artifacts import publish_table
 def load_scorers(cfg: CoincastConfig) -> list[Scorer]:
     """One pyfunc per aliased version (champion first, then challenger / previous shadows)."""
     store = RegistryStore(cfg.tracking_uri, cfg.model_name)
-    aliases = store.aliases() if store.exists() else {}
+    aliases = serving_aliases(store, Warehouse(cfg.warehouse_path))
     if "champion" not in aliases:
         raise RegistryError(
             f"No champion for model {cfg.model_name!r} at {cfg.tracking_uri}; nothing to score. "

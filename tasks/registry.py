@@ -16,11 +16,11 @@ from ml_core.evaluation.weekly import WeeklyVerdict, decide_week
 from ml_core.models.pipeline import CandlePipeline, refit_for_serving
 from ml_core.models.training import CandidateResult, select_best
 from ml_core.registry.candidates import record_training
+from ml_core.registry.moves import serving_aliases
 from ml_core.registry.promotion import (
     Decision,
     apply_decision,
     record_no_move,
-    repair_unfinished,
 )
 from ml_core.registry.store import RegistryStore
 from ml_core.registry.tracking import TrackingContext
@@ -122,12 +122,10 @@ def overfitting_stats(
 def load_champion(cfg: CoincastConfig) -> tuple[str | None, CandlePipeline | None]:
     """The current champion's version and pipeline (None, None without one)."""
     store = RegistryStore(cfg.tracking_uri, cfg.model_name)
-    info = store.get_alias("champion") if store.exists() else None
-    if info is None:
+    version = serving_aliases(store, Warehouse(cfg.warehouse_path)).get("champion")
+    if version is None:
         return None, None
-    repair_unfinished(store, Warehouse(cfg.warehouse_path))
-    info = store.get_alias("champion")
-    return info.version, store.load_pipeline(info.version)
+    return version, store.load_pipeline(version)
 
 
 @task(name="decide-week", cache_policy=NONE)

@@ -17,7 +17,8 @@ otherwise it puts the aliases back as they were (``reverted``, audited as a
 ``revert``). An intent whose aliases someone else has moved since is left
 alone (``superseded``, audited as ``abandon``). Intents of live processes are
 skipped until ``stale_after_s``. ``apply_decision`` and ``rollback`` call it
-first; ``unfinished_moves`` lets a status display show them.
+first, and ``serving_aliases`` (what retrain, score, monitor and status read the
+champion through) too; ``unfinished_moves`` lets a status display show them.
 
 Example::
 
@@ -314,6 +315,23 @@ def repair_unfinished(
             continue
         repaired.append(_repair(store, warehouse, move))
     return repaired
+
+
+def serving_aliases(store: RegistryStore, warehouse: Warehouse) -> dict[str, str]:
+    """The aliases after repairing what a killed run left half-moved: what every command
+    that reads the champion (retrain, score, monitor, status) must start from, so it
+    decides about, and serves, the version that is actually the champion. Empty when
+    the model is not registered."""
+    if not store.exists():
+        return {}
+    if warehouse.exists and unfinished_moves(warehouse, store.model_name):
+        for row in repair_unfinished(store, warehouse):
+            log.warning(
+                "repaired an alias move a killed run left unfinished: %s (%s)",
+                row.get("action"),
+                row.get("reason"),
+            )
+    return store.aliases()
 
 
 def unfinished_moves(warehouse: Warehouse, model_name: str | None = None) -> list[AliasMove]:

@@ -388,3 +388,27 @@ def test_concurrent_repairs_close_a_move_once(
     ]
     assert store.aliases() == {"challenger": "2", "champion": "2", "previous": "1"}
     assert_consistent(store, warehouse)
+
+
+# ---------------------------------------------------------------- readers repair first
+@pytest.mark.parametrize("step", ["intent", "alias:previous"])
+def test_readers_of_the_champion_repair_a_killed_promotion_first(
+    step: str, make_store, warehouse: Warehouse, fault_at
+) -> None:
+    """score / monitor / status / retrain read the champion through ``serving_aliases``:
+    after a promotion killed half-way they see the finished move, not the half one."""
+    from ml_core.registry.moves import serving_aliases
+
+    store = make_store(2)
+    apply_decision(store, warehouse, _decide(store, "1"))
+    fault_at(step)
+    with pytest.raises(InjectedFault):
+        apply_decision(store, warehouse, _decide(store, "2"))
+    fault_at(None)
+    assert len(unfinished_moves(warehouse, store.model_name)) == 1
+
+    aliases = serving_aliases(store, warehouse)
+    assert aliases == {"challenger": "2", "champion": "2", "previous": "1"}
+    assert unfinished_moves(warehouse, store.model_name) == []
+    assert read_audit(warehouse, store.model_name, limit=1).iloc[0]["actor"] == "repair"
+    assert_consistent(store, warehouse)
