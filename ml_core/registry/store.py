@@ -18,10 +18,13 @@ Example::
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import importlib.metadata
 import json
 import logging
 import math
+import shutil
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
@@ -68,6 +71,8 @@ _PIPELINE_ATTRS = ("feature_set", "timeframe", "horizons", "lookback_bars")
 
 TAG_FEATURE_SET = "coincast.feature_set"
 TAG_TIMEFRAME = "coincast.timeframe"
+#: SHA-256 of the logged model's files, checked before every load (``artifact_digest``).
+TAG_ARTIFACT_DIGEST = "coincast.artifact_sha256"
 TAG_HORIZONS = "coincast.horizons"
 TAG_LOOKBACK = "coincast.lookback_bars"
 TAG_METRICS = "coincast.metrics"
@@ -157,11 +162,43 @@ def log_pipeline(
                 input_example=example,
                 tags=version_tags,
             )
+    with mlflow_uri_scope(tracking.tracking_uri), tempfile.TemporaryDirectory() as copy:
+        logged = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=copy)
+        version_tags[TAG_ARTIFACT_DIGEST] = artifact_digest(Path(logged))
     mv = _register(tracking, model_name, info.model_uri, info.model_id, run_id, version_tags)
     client = tracking.client
     client.set_tag(run_id, "coincast.registered_version", f"{model_name}/{mv.version}")
     log.info("registered %s version %s from run %s", model_name, mv.version, run_id)
     return ModelVersionInfo.from_mlflow(client.get_model_version(model_name, mv.version))
+
+
+def _private_dir() -> str:
+    """A fresh folder for one verified model copy, removed when the process exits (the
+    loaded model may import its code from there until then)."""
+    path = tempfile.mkdtemp(prefix="coincast-model-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+#: Files of a logged model that change after logging and are not loaded as code or data:
+#: MLflow writes the registration's name and version; the interpreter writes bytecode.
+_UNSIGNED = frozenset({"registered_model_meta"})
+
+
+def artifact_digest(model_dir: Path) -> str:
+    """SHA-256 over every file of a logged model (relative path and content, sorted):
+    the pickle, the pyfunc code and the ml_core copy the loader runs."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(model_dir).as_posix()
+        if "__pycache__" in rel or rel in _UNSIGNED:
+            continue
+        digest.update(rel.encode() + b"\0")
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 def _register(
@@ -329,12 +366,37 @@ class RegistryStore:
 
     # ---- loading ----
     def load_pyfunc(self, alias_or_version: str) -> mlflow.pyfunc.PyFuncModel:
-        """The MLflow pyfunc model at ``models:/NAME@alias`` (or ``/VERSION``)."""
+        """The MLflow pyfunc model at ``models:/NAME@alias`` (or ``/VERSION``), verified.
+
+        Loading unpickles the pipeline and runs the artifact's code, so the files are
+        first copied to a private folder and their digest compared with the one recorded
+        at registration (tag ``coincast.artifact_sha256``); a mismatch raises
+        ``RegistryError`` and nothing of the artifact runs. A version registered before
+        digests existed loads with a warning. The trust boundary: whoever can write the
+        artifact store can change a model; the digest lives in the registry database.
+        """
         info = self.resolve(alias_or_version)
-        ref = str(alias_or_version)
-        uri = info.model_uri if ref.isdigit() else f"models:/{self.model_name}@{ref}"
+        expected = info.tags.get(TAG_ARTIFACT_DIGEST)
         with mlflow_uri_scope(self.tracking_uri):
-            return mlflow.pyfunc.load_model(uri)
+            # the version itself, not the alias: it may move while we load
+            local = Path(
+                mlflow.artifacts.download_artifacts(info.model_uri, dst_path=_private_dir())
+            )
+            if expected is None:
+                log.warning(
+                    "%s v%s has no artifact digest (registered before digests): loading it "
+                    "unverified",
+                    self.model_name,
+                    info.version,
+                )
+            elif (found := artifact_digest(local)) != expected:
+                raise RegistryError(
+                    f"The artifacts of {self.model_name} v{info.version} changed since they "
+                    f"were registered (digest {found[:12]}..., registered {expected[:12]}...): "
+                    "refusing to load them, as loading runs their code. Restore the artifact "
+                    "store from a backup, or roll back / retrain to another version."
+                )
+            return mlflow.pyfunc.load_model(str(local))
 
     def load_pipeline(self, alias_or_version: str) -> Any:
         """The raw pipeline object of a version, for re-scoring in process."""

@@ -478,3 +478,35 @@ def test_rollback_without_champion_is_a_clear_error(
     store = fresh_store("no-champion", 1)
     with pytest.raises(RegistryError, match="No champion for model 'no-champion'"):
         rollback(store, warehouse, reason="x", actor="monitor")
+
+
+def test_tampered_artifacts_are_refused_before_any_of_their_code_runs(
+    tracking: TrackingContext, pipeline: ToyPipeline, candles: pd.DataFrame, tmp_path: Path
+) -> None:
+    from urllib.parse import urlparse
+
+    from ml_core.registry.store import TAG_ARTIFACT_DIGEST
+
+    with tracking.start_run("retrain") as _:
+        info = log_pipeline(
+            pipeline,
+            tracking=tracking,
+            model_name="coincast-tamper",
+            input_example=candles.groupby("symbol").tail(10),
+        )
+    assert len(info.tags[TAG_ARTIFACT_DIGEST]) == 64
+    store = RegistryStore(tracking.tracking_uri, "coincast-tamper")
+    store.load_pyfunc(info.version)  # untouched: loads
+
+    client = MlflowClient(tracking_uri=tracking.tracking_uri)
+    model_id = info.source.rsplit("/", 1)[-1]  # models:/m-<id>
+    where = Path(urlparse(client.get_logged_model(model_id).artifact_location).path)
+    marker = tmp_path / "ran"
+    targets = list(where.rglob("pyfunc_model.py"))
+    assert targets, sorted(p.name for p in where.rglob("*"))[:20]
+    for code in targets:  # what an attacker with write access to the store would do
+        with open(code, "a") as fh:
+            fh.write(f"\nopen({str(marker)!r}, 'w').write('ran')\n")
+    with pytest.raises(RegistryError, match=r"changed since they were registered"):
+        store.load_pyfunc(info.version)
+    assert not marker.exists()
