@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -166,33 +167,18 @@ def ingest_paths(
     warehouse: Warehouse,
     paths: Iterable[Path | str] | Path | str,
     cfg: QualityConfig,
-    *,
-    symbol: str | None = None,
-    timeframe: str | None = None,
-    now: pd.Timestamp | None = None,
-    allow_revisions: bool = False,
-    market: str | None = None,
+    **options: Any,
 ) -> list[IngestResult]:
     """Ingest files one batch each, in order; a folder stands for its candle files (walked,
-    sorted; ``ml_core.data.sources.candle_files``). Files that are not candles (a
-    funding-rate table, a README) are skipped with a reason. ``market`` ('spot' or
-    'futures') names the market when a file's name and folders do not.
+    sorted; ``ml_core.data.sources.candle_files``). ``options`` are ``ingest_run``'s
+    (``symbol``, ``timeframe``, ``now``, ``allow_revisions``, ``market``, ``chunk_rows``).
 
     Stops at the first file that cannot be read or fails the gate, raising its
     error with what was loaded before it and what was not; the files before it
     stay loaded (each batch is its own transaction). ``ingest_run`` is the same
     without the raise, for callers that show a per-file summary.
     """
-    run = ingest_run(
-        warehouse,
-        paths,
-        cfg,
-        symbol=symbol,
-        timeframe=timeframe,
-        now=now,
-        allow_revisions=allow_revisions,
-        market=market,
-    )
+    run = ingest_run(warehouse, paths, cfg, **options)
     run.raise_for_failure()
     return run.results
 
@@ -242,7 +228,10 @@ def ingest_run(
     market: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
 ) -> IngestRun:
-    """``ingest_paths`` without the raise: stops at the first failure and records it.
+    """Ingest files one batch each, in order, recording what loaded, what was skipped (files
+    that are not candles: a funding-rate table, a README) and the first failure (then
+    stopping). ``market`` ('spot' or 'futures') names the market when a file's name and
+    folders do not.
 
     A file longer than ``chunk_rows`` is read and gated in chunks of that many rows
     (one batch each), so memory stays flat as files grow; a failing chunk stops the
