@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ml_core.config import CoincastConfig, load_config
+from ml_core.config import CoincastConfig, load_config, redact_uri
 from ml_core.errors import CoincastError, ConfigError, QualityGateError, RevisionError
 
 if TYPE_CHECKING:
@@ -545,7 +545,9 @@ def _print_replay(summary: dict) -> None:
     console.print(table)
     console.print(f"  report: {summary['paths']['html']}")
     console.print(f"  weekly CSV: {summary['paths']['csv']}")
-    console.print(f"  MLflow run {summary['mlflow_run_id']} at {summary['tracking_uri']}")
+    console.print(
+        f"  MLflow run {summary['mlflow_run_id']} at {redact_uri(summary['tracking_uri'])}"
+    )
 
 
 def _print_retrain(summary: dict) -> None:
@@ -569,7 +571,8 @@ def _print_retrain(summary: dict) -> None:
     )
     console.print(f"  report: {summary['report_path']}")
     console.print(
-        f"  MLflow UI:  mlflow ui --host 127.0.0.1 --backend-store-uri {summary['tracking_uri']}"
+        "  MLflow UI:  mlflow ui --host 127.0.0.1 --backend-store-uri "
+        f"{redact_uri(summary['tracking_uri'])}"
         "  (then open http://127.0.0.1:5000)"
     )
     console.print(
@@ -625,7 +628,9 @@ def tune(
     console.print(
         f"  saved to {summary['tuned_params_path']} (used by the next `coincast retrain`)"
     )
-    console.print(f"  MLflow run {summary['mlflow_run_id']} at {summary['tracking_uri']}")
+    console.print(
+        f"  MLflow run {summary['mlflow_run_id']} at {redact_uri(summary['tracking_uri'])}"
+    )
 
 
 def _warn_stale(preds: object, timeframe: str) -> None:
@@ -814,7 +819,7 @@ def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeO
         console.print("No warehouse yet: run `coincast ingest PATH` or `make run`.")
     if info.get("quarantine"):
         console.print(_styled("Quarantined batches", "yellow", f": {info['quarantine']}"))
-    t = Table(title=f"Registry ({cfg.tracking_uri})")
+    t = Table(title=f"Registry ({redact_uri(cfg.tracking_uri)})")
     for col in ["model", "alias", "version", "candidate", "test AUC", "served horizons", "fit on"]:
         t.add_column(col)
     for model in info["models"]:
@@ -835,6 +840,18 @@ def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeO
         console.print(f"Registered models {names} have no champion yet: run `coincast retrain`.")
     else:
         console.print("No registered model yet: run `coincast retrain`.")
+    for model in info["models"]:
+        for r in model["aliases"]:
+            if r.get("missing"):
+                err_console.print(
+                    _styled(
+                        "cannot load",
+                        "bold red",
+                        f" {model['name']} v{r['version']} ({r['alias']}): {r['missing']}. "
+                        "Restore the artifact store (mlartifacts/) from a backup, or "
+                        "`coincast rollback --to` a version whose files exist, or retrain.",
+                    )
+                )
     if info["decisions"]:
         t = Table(title="Last decisions")
         for col in ["when (UTC)", "model", "action", "challenger", "champion", "reason"]:

@@ -61,12 +61,32 @@ def timeframe_seconds(timeframe: str) -> int:
         raise ConfigError(f"Unknown timeframe {timeframe!r}; use one of: {known}.") from None
 
 
+def redact_uri(uri: str) -> str:
+    """``uri`` with its password replaced by ``***`` (for anything printed or logged):
+    ``postgresql://coincast:s3cret@db/mlflow`` -> ``postgresql://coincast:***@db/mlflow``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def bars_per_year(timeframe: str) -> float:
     """Bars in a 365-day year (crypto trades around the clock)."""
     return 365 * 86400 / timeframe_seconds(timeframe)
 
 
-class DataConfig(BaseModel):
+class _Section(BaseModel):
+    """Base of every config section: a number must be finite (``fee_bps: inf`` is refused
+    with the field's name, not accepted and turned into NaN metrics later)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class DataConfig(_Section):
     """Which data set a retrain uses."""
 
     sample_dir: Path = Field(
@@ -84,7 +104,7 @@ class DataConfig(BaseModel):
         return value
 
 
-class SourceConfig(BaseModel):
+class SourceConfig(_Section):
     """One exchange download (``ml_core.data.exchange.download_candles``): where, what, from when.
 
     Example (YAML, under ``sources:``)::
@@ -200,7 +220,7 @@ class SourceConfig(BaseModel):
         return value
 
 
-class QualityConfig(BaseModel):
+class QualityConfig(_Section):
     """Thresholds of the soft (non-fatal) candle expectations."""
 
     max_abs_bar_return: float = Field(
@@ -219,14 +239,12 @@ class QualityConfig(BaseModel):
     max_price: float = Field(
         default=1e12,
         gt=0,
-        allow_inf_nan=False,
         description="Largest plausible price (BTC in IDR or VND is ~1e9); infinities and "
         "absurd values fail the gate.",
     )
     max_volume: float = Field(
         default=1e18,
         gt=0,
-        allow_inf_nan=False,
         description="Largest plausible bar volume in base units (meme coins trade ~1e13).",
     )
     min_ts: str = Field(
@@ -242,7 +260,7 @@ class QualityConfig(BaseModel):
     )
 
 
-class FeatureConfig(BaseModel):
+class FeatureConfig(_Section):
     """Feature set identity and the segment rule for gaps."""
 
     name: str = "v1"
@@ -255,7 +273,7 @@ class FeatureConfig(BaseModel):
     )
 
 
-class TripleBarrierConfig(BaseModel):
+class TripleBarrierConfig(_Section):
     """Triple-barrier labels (``ml_core.features.triple_barrier``) and their 3-class target."""
 
     enabled: bool = Field(
@@ -282,7 +300,7 @@ class TripleBarrierConfig(BaseModel):
     )
 
 
-class LabelConfig(BaseModel):
+class LabelConfig(_Section):
     """Label horizons per timeframe (bars ahead)."""
 
     horizons: dict[str, list[int]] = Field(default_factory=lambda: dict(DEFAULT_HORIZONS))
@@ -297,7 +315,7 @@ class LabelConfig(BaseModel):
         )
 
 
-class SplitConfig(BaseModel):
+class SplitConfig(_Section):
     """Chronological train / validation / test split (calendar-aligned by default)."""
 
     mode: Literal["calendar", "per_symbol"] = Field(
@@ -324,7 +342,7 @@ class SplitConfig(BaseModel):
         return self
 
 
-class SequenceConfig(BaseModel):
+class SequenceConfig(_Section):
     """Torch sequence models (``ml_core.models.sequence``): windows, sizes, training loop.
 
     Per-model overrides come from ``models.params[<name>]`` (e.g.
@@ -399,7 +417,7 @@ class SequenceConfig(BaseModel):
         return sorted(set(value))
 
 
-class EnsembleConfig(BaseModel):
+class EnsembleConfig(_Section):
     """Ensembles (``stacking``, ``regime_ensemble``, ``online_ensemble``) over base models."""
 
     base_models: list[str] = Field(
@@ -440,7 +458,7 @@ class EnsembleConfig(BaseModel):
     min_weight: float = Field(default=0.02, ge=0, lt=0.5, description="Floor of each base weight.")
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(_Section):
     """Which candidates a retrain fits, and their parameters."""
 
     candidates: list[str] = Field(
@@ -517,7 +535,7 @@ class ModelConfig(BaseModel):
         return dict(self.params.get(name, {}))
 
 
-class EvaluationConfig(BaseModel):
+class EvaluationConfig(_Section):
     """Trading view of the predictions."""
 
     fee_bps: float = Field(
@@ -527,7 +545,7 @@ class EvaluationConfig(BaseModel):
     threshold: float = Field(default=0.5, gt=0, lt=1)
 
 
-class GateConfig(BaseModel):
+class GateConfig(_Section):
     """Promotion gate v2: CPCV paths, paired bootstrap and PBO (``ml_core.evaluation.gate``)."""
 
     gate_version: Literal[1, 2] = Field(
@@ -613,7 +631,7 @@ class GateConfig(BaseModel):
         return self
 
 
-class RegistryConfig(BaseModel):
+class RegistryConfig(_Section):
     """MLflow locations and promotion gates."""
 
     tracking_uri: str | None = Field(default=None, description="None = sqlite:///<home>/mlflow.db")
@@ -653,7 +671,7 @@ CovarianceType = Literal["full", "diag", "spherical", "tied"]
 _LABEL_NAME = re.compile(r"^(ret|up|t1|tb|tb_t1|tb_ret)_\d+$")
 
 
-class RegimeConfig(BaseModel):
+class RegimeConfig(_Section):
     """HMM market regimes (``ml_core.regime``): fit on training rows, forward-filtered features."""
 
     model_config = ConfigDict(extra="forbid")
@@ -695,7 +713,7 @@ class RegimeConfig(BaseModel):
         return self
 
 
-class LifecycleConfig(BaseModel):
+class LifecycleConfig(_Section):
     """Token lifecycle thresholds: normal / extreme / dead / gappy, dead tails trimmed."""
 
     enabled: bool = Field(default=True, description="Classify and trim dead tails before labels.")
@@ -724,7 +742,7 @@ class LifecycleConfig(BaseModel):
     )
 
 
-class DeploymentsConfig(BaseModel):
+class DeploymentsConfig(_Section):
     """Prefect deployment schedules (cron, in ``timezone``) and the local UI servers."""
 
     weekly_retrain_cron: str = Field(default="0 3 * * 1", description="Retrain: Mon 03:00.")
@@ -746,7 +764,7 @@ class DeploymentsConfig(BaseModel):
         return value
 
 
-class MonitorConfig(BaseModel):
+class MonitorConfig(_Section):
     """Predict / monitor: realized-metric window, drift, and the automatic rollback rule.
 
     The champion breaches when, on at least ``min_outcomes`` realized outcomes of
@@ -817,7 +835,7 @@ class MonitorConfig(BaseModel):
     )
 
 
-class TuningConfig(BaseModel):
+class TuningConfig(_Section):
     """Optuna tuning (the `tune` flow): budgets, storage, and whether retrains use the result.
 
     One study per (model, horizon group) lives in ``storage_url`` (default

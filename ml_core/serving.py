@@ -161,6 +161,7 @@ def _registered_models(cfg: CoincastConfig) -> list[dict[str, Any]]:
                     "edge_horizons": tags.get("coincast.edge_horizons", "all"),
                     "final_fit": tags.get("coincast.final_fit", "train"),
                     "timeframe": tags.get("coincast.timeframe", ""),
+                    "missing": store.missing_artifacts(version),
                 }
             )
         out.append({"name": name, "aliases": rows})

@@ -172,6 +172,14 @@ def log_pipeline(
     return ModelVersionInfo.from_mlflow(client.get_model_version(model_name, mv.version))
 
 
+def _gone(info: ModelVersionInfo, why: str) -> str:
+    return (
+        f"Cannot load {info.model_name} v{info.version}: {why}. Restore the artifact store "
+        "(<home>/mlartifacts) from a backup, `coincast rollback --to` a version whose files "
+        "exist, or retrain."
+    )
+
+
 def _private_dir() -> str:
     """A fresh folder for one verified model copy, removed when the process exits (the
     loaded model may import its code from there until then)."""
@@ -379,9 +387,14 @@ class RegistryStore:
         expected = info.tags.get(TAG_ARTIFACT_DIGEST)
         with mlflow_uri_scope(self.tracking_uri):
             # the version itself, not the alias: it may move while we load
-            local = Path(
-                mlflow.artifacts.download_artifacts(info.model_uri, dst_path=_private_dir())
-            )
+            try:
+                local = Path(
+                    mlflow.artifacts.download_artifacts(info.model_uri, dst_path=_private_dir())
+                )
+            except MlflowException as exc:
+                raise RegistryError(_gone(info, f"its artifacts cannot be read ({exc})")) from exc
+            if not (local / "MLmodel").is_file():
+                raise RegistryError(_gone(info, "its artifacts are gone (no MLmodel file)"))
             if expected is None:
                 log.warning(
                     "%s v%s has no artifact digest (registered before digests): loading it "
@@ -397,6 +410,20 @@ class RegistryStore:
                     "store from a backup, or roll back / retrain to another version."
                 )
             return mlflow.pyfunc.load_model(str(local))
+
+    def missing_artifacts(self, version: str) -> str | None:
+        """Why ``version`` cannot be loaded for lack of files (None when its model files are
+        there): e.g. the artifact store was deleted or the home was copied without it."""
+        info = self.get_version(version)
+        try:
+            with mlflow_uri_scope(self.tracking_uri):
+                listed = mlflow.artifacts.list_artifacts(artifact_uri=info.model_uri)
+        except Exception as exc:  # noqa: BLE001 - any store error means: cannot load
+            return f"its artifacts cannot be listed ({type(exc).__name__}: {exc})"
+        names = {Path(f.path).name for f in listed}
+        if "MLmodel" not in names:
+            return "its artifacts are gone (no MLmodel file in the artifact store)"
+        return None
 
     def load_pipeline(self, alias_or_version: str) -> Any:
         """The raw pipeline object of a version, for re-scoring in process."""

@@ -56,3 +56,32 @@ def test_retrain_sub_flows_keep_every_run_setting(tmp_path):
         "profile": "full",
     }
     assert "transformer" in run.load().models.candidates
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"evaluation": {"fee_bps": float("inf")}},
+        {"quality": {"max_price": float("nan")}},
+        {"registry": {"gate": {"refresh_margin": float("-inf")}}},
+    ],
+)
+def test_non_finite_settings_are_refused_naming_the_field(tmp_path, override) -> None:
+    from ml_core.config import load_config
+    from ml_core.errors import ConfigError
+
+    section = next(iter(override))
+    with pytest.raises(ConfigError, match=rf"(?s){section}\..*finite number"):
+        load_config(None, home=tmp_path, **override)
+
+
+def test_passwords_in_uris_are_redacted() -> None:
+    from ml_core.config import redact_uri
+
+    assert (
+        redact_uri("postgresql://cc:s3cret@db:5432/mlflow") == "postgresql://cc:***@db:5432/mlflow"
+    )
+    assert (
+        redact_uri("sqlite:////home/u/.coincast/mlflow.db")
+        == "sqlite:////home/u/.coincast/mlflow.db"
+    )

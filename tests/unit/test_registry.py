@@ -510,3 +510,26 @@ def test_tampered_artifacts_are_refused_before_any_of_their_code_runs(
     with pytest.raises(RegistryError, match=r"changed since they were registered"):
         store.load_pyfunc(info.version)
     assert not marker.exists()
+
+
+def test_deleted_artifacts_are_reported_by_status_and_refused_with_guidance(
+    tracking: TrackingContext, pipeline: ToyPipeline, candles: pd.DataFrame
+) -> None:
+    import shutil
+    from urllib.parse import urlparse
+
+    with tracking.start_run("retrain") as _:
+        info = log_pipeline(
+            pipeline,
+            tracking=tracking,
+            model_name="coincast-gone",
+            input_example=candles.groupby("symbol").tail(10),
+        )
+    store = RegistryStore(tracking.tracking_uri, "coincast-gone")
+    assert store.missing_artifacts(info.version) is None
+    client = MlflowClient(tracking_uri=tracking.tracking_uri)
+    where = urlparse(client.get_logged_model(info.source.rsplit("/", 1)[-1]).artifact_location)
+    shutil.rmtree(where.path)
+    assert "artifacts are gone" in store.missing_artifacts(info.version)
+    with pytest.raises(RegistryError, match=r"Cannot load coincast-gone v1: .*rollback --to"):
+        store.load_pyfunc(info.version)
