@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -115,6 +116,41 @@ class _OneLineTracebacks(logging.Filter):
         return True
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """In a child before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def _temporary_server_dies_with_us() -> None:
+    """Prefect's temporary server (started when no PREFECT_API_URL is set) is a child
+    process that outlives a killed command (``kill -9``: ~200 MB left running). On Linux,
+    start it with a parent-death signal so it ends with the command whatever kills it."""
+    if not sys.platform.startswith("linux"):
+        return
+    import subprocess
+
+    from prefect.server.api import server as prefect_server
+
+    cls = prefect_server.SubprocessASGIServer
+    if getattr(cls, "_coincast_tied", False):
+        return
+    start = cls._run_uvicorn_command
+
+    def run_tied(self: object) -> subprocess.Popen:
+        popen = subprocess.Popen
+        subprocess.Popen = partial(popen, preexec_fn=_die_with_parent)  # type: ignore[misc]
+        try:
+            return start(self)
+        finally:
+            subprocess.Popen = popen  # type: ignore[misc]
+
+    cls._run_uvicorn_command = run_tied
+    cls._coincast_tied = True
+
+
 @contextmanager
 def _flow_logging(cfg: CoincastConfig) -> Iterator[Path]:
     """Run a flow with the whole log (tracebacks included) in <home>/logs/coincast.log and
@@ -122,6 +158,7 @@ def _flow_logging(cfg: CoincastConfig) -> Iterator[Path]:
     from prefect.logging.configuration import ensure_logging_setup
 
     ensure_logging_setup()
+    _temporary_server_dies_with_us()
     log_file = cfg.home.resolve() / "logs" / "coincast.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     file_handler = logging.FileHandler(log_file)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from coincast_cli import app
@@ -106,3 +109,62 @@ def test_user_strings_are_printed_as_written_not_as_markup(tmp_path):
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and "MarkupError" not in result.output
     assert "x[/]y [bold red]z" in result.output.replace("\n", "")
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(
+                line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line
+            )
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            out.append(int(status.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+def test_a_killed_command_leaves_no_temporary_prefect_server(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    path = tmp_path / "ABC_USDT-1m.csv"
+    _candles().to_csv(path, index=False)
+    exe = Path(sys.executable).with_name("coincast")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen(
+        [str(exe), "retrain", "--home", str(tmp_path / "h"), "-t", "1m", "--ingest", str(path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        servers: list[int] = []
+        while time.monotonic() < deadline and not servers and proc.poll() is None:
+            servers = [
+                c
+                for c in _children(proc.pid)
+                if b"uvicorn" in Path(f"/proc/{c}/cmdline").read_bytes()
+            ]
+            time.sleep(0.2)
+        assert servers, "the temporary Prefect server never started"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and Path(f"/proc/{servers[0]}").exists():
+            time.sleep(0.2)
+        alive = Path(f"/proc/{servers[0]}/status")
+        state = alive.read_text() if alive.exists() else ""
+        assert not alive.exists() or "State:\tZ" in state, "the server outlived the command"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
