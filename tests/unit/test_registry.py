@@ -480,8 +480,13 @@ def test_rollback_without_champion_is_a_clear_error(
         rollback(store, warehouse, reason="x", actor="monitor")
 
 
+@pytest.mark.parametrize("target", ["pyfunc_model.py", "pipeline.pkl"])
 def test_tampered_artifacts_are_refused_before_any_of_their_code_runs(
-    tracking: TrackingContext, pipeline: ToyPipeline, candles: pd.DataFrame, tmp_path: Path
+    tracking: TrackingContext,
+    pipeline: ToyPipeline,
+    candles: pd.DataFrame,
+    tmp_path: Path,
+    target: str,
 ) -> None:
     from urllib.parse import urlparse
 
@@ -491,22 +496,31 @@ def test_tampered_artifacts_are_refused_before_any_of_their_code_runs(
         info = log_pipeline(
             pipeline,
             tracking=tracking,
-            model_name="coincast-tamper",
+            model_name=f"coincast-tamper-{target.split('.')[-1]}",
             input_example=candles.groupby("symbol").tail(10),
         )
     assert len(info.tags[TAG_ARTIFACT_DIGEST]) == 64
-    store = RegistryStore(tracking.tracking_uri, "coincast-tamper")
+    store = RegistryStore(tracking.tracking_uri, info.model_name)
     store.load_pyfunc(info.version)  # untouched: loads
 
     client = MlflowClient(tracking_uri=tracking.tracking_uri)
     model_id = info.source.rsplit("/", 1)[-1]  # models:/m-<id>
     where = Path(urlparse(client.get_logged_model(model_id).artifact_location).path)
     marker = tmp_path / "ran"
-    targets = list(where.rglob("pyfunc_model.py"))
+    targets = list(where.rglob(target))
     assert targets, sorted(p.name for p in where.rglob("*"))[:20]
-    for code in targets:  # what an attacker with write access to the store would do
-        with open(code, "a") as fh:
-            fh.write(f"\nopen({str(marker)!r}, 'w').write('ran')\n")
+    for path in targets:  # what an attacker with write access to the store would do
+        if target.endswith(".py"):
+            with open(path, "a") as fh:
+                fh.write(f"\nopen({str(marker)!r}, 'w').write('ran')\n")
+        else:  # a pickle whose loading runs a command
+            import cloudpickle
+
+            class Evil:
+                def __reduce__(self):
+                    return (open, (str(marker), "w"))
+
+            path.write_bytes(cloudpickle.dumps(Evil()))
     with pytest.raises(RegistryError, match=r"changed since they were registered"):
         store.load_pyfunc(info.version)
     assert not marker.exists()
