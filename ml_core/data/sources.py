@@ -583,7 +583,15 @@ def infer_timeframe(
     for name, seconds in TIMEFRAME_SECONDS.items():
         if seconds == step:
             return name
+    scaled = {v * 1000: k for k, v in TIMEFRAME_SECONDS.items()}
+    misread = (
+        f" A spacing of {scaled[step]} x 1000: these look like epoch milliseconds before 1973 "
+        "(or seconds from a wrong clock), read as seconds; fix the time column."
+        if step in scaled
+        else ""
+    )
     raise DataContractError(
         f"{source}: the most common spacing between bars of {symbol!r} is {step} s, which is no "
         f"known timeframe ({', '.join(TIMEFRAME_SECONDS)}); pass timeframe= (CLI --timeframe)."
+        + misread
     )

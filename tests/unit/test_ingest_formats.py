@@ -138,3 +138,24 @@ def test_a_coincast_home_inside_the_folder_is_not_searched(wh: Warehouse, tmp_pa
     assert [(Path(p).name, why) for p, why in run.skipped] == [
         ("home", "a coincast home (its own state), not searched")
     ]
+
+
+@pytest.mark.parametrize(
+    "first_ms",
+    [-3_600_000 * 30, 7 * 10**10],  # 1969 (negative) and 1972 in ms (read as seconds: 4188)
+    ids=["negative", "ms-before-1973"],
+)
+def test_implausible_epoch_times_are_refused_not_stored_decades_off(
+    wh: Warehouse, tmp_path: Path, first_ms: int
+) -> None:
+    from ml_core.errors import DataContractError, QualityGateError
+
+    frame = ohlcv(24).drop(columns="date")
+    frame.insert(0, "timestamp", first_ms + 3_600_000 * np.arange(24))
+    path = tmp_path / "BTCUSDT-1h.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataContractError, match="epoch milliseconds before 1973"):
+        ingest_paths(wh, [path], CFG, now=NOW)  # the spacing gives the misreading away
+    with pytest.raises(QualityGateError, match=r"ts (>= 2009-01-03|<= \d{4})"):
+        ingest_paths(wh, [path], CFG, now=NOW, timeframe="1h")  # the gate refuses the times
+    assert wh.read_candles().empty
