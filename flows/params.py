@@ -17,6 +17,11 @@ class RunParams(BaseModel):
     profile: str | None = Field(
         default=None, description="Settings profile: 'default' or 'full' (the whole model zoo)."
     )
+    exclude_symbols: list[str] = Field(
+        default_factory=list,
+        description="Symbols to leave out of this run (the retrain fills it in with those "
+        "whose stored candles fail the candle suite).",
+    )
 
     def load(self) -> CoincastConfig:
         """The one config object for this run; without a timeframe, the warehouse's only one
@@ -26,8 +31,13 @@ class RunParams(BaseModel):
             overrides["home"] = self.home
         if self.profile:
             overrides["profile"] = self.profile
+        data: dict[str, object] = {}
         if self.timeframe:
-            overrides["data"] = {"timeframe": self.timeframe}
+            data["timeframe"] = self.timeframe
+        if self.exclude_symbols:
+            data["exclude_symbols"] = self.exclude_symbols
+        if data:
+            overrides["data"] = data
         return resolve_timeframe(load_config(self.config_path, **overrides))
 
 

@@ -16,6 +16,7 @@ from tasks.tuning import record_applied_tuning
 
 REPORTED_DECISION_KEYS = (
     "promote",
+    "left_out",
     "kind",
     "reason",
     "candidate",
@@ -36,7 +37,10 @@ def retrain_flow(params: RetrainParams = RetrainParams()) -> dict:  # noqa: B008
         ingest_flow(
             IngestParams(**run.model_dump(), paths=params.ingest_paths, download=params.download)
         )
-    validate_flow(run)
+    left_out = validate_flow(run)["left_out"]
+    if left_out:  # one symbol's bad stored candles must not stop the others' retrain
+        run = run.model_copy(update={"exclude_symbols": sorted(left_out)})
+        cfg = run.load()
     build_features_flow(run)
     trained = train_flow(run)
     champion_version, champion = load_champion(cfg)
@@ -46,6 +50,8 @@ def retrain_flow(params: RetrainParams = RetrainParams()) -> dict:  # noqa: B008
     if registered is not None:
         record_applied_tuning(trained.cfg, trained.tuned, registered["run_id"])
         decision["candidate"] = registered["candidate"]
+    if left_out:
+        decision["left_out"] = left_out
     publish_decision(cfg, decision)
     report = write_run_report(
         cfg,

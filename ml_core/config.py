@@ -96,6 +96,11 @@ class DataConfig(_Section):
     symbols: list[str] | None = Field(
         default=None, description="Symbols to train on; None means every symbol of the timeframe."
     )
+    exclude_symbols: list[str] = Field(
+        default_factory=list,
+        description="Symbols left out of training and scoring (a retrain leaves out those "
+        "whose stored candles fail the candle suite, and says so).",
+    )
 
     @field_validator("timeframe")
     @classmethod

@@ -18,7 +18,20 @@ from tasks.artifacts import publish_table
 def refresh_feature_table(cfg: CoincastConfig) -> dict:
     """Bring the materialized feature table up to date (incrementally)."""
     with Warehouse(cfg.warehouse_path).connect() as con:
-        stats = refresh_features(con, timeframe=cfg.data.timeframe, cfg=cfg.features)
+        relation = "candles"
+        if cfg.data.exclude_symbols:  # symbols a retrain leaves out (bad stored candles)
+            con.execute("CREATE OR REPLACE TEMP TABLE left_out (symbol VARCHAR)")
+            con.executemany(
+                "INSERT INTO left_out VALUES (?)", [[x] for x in cfg.data.exclude_symbols]
+            )
+            con.execute(
+                "CREATE OR REPLACE TEMP VIEW candles_kept AS SELECT * FROM candles "
+                "WHERE symbol NOT IN (SELECT symbol FROM left_out)"
+            )
+            relation = "candles_kept"
+        stats = refresh_features(
+            con, timeframe=cfg.data.timeframe, cfg=cfg.features, relation=relation
+        )
     get_run_logger().info("features refreshed: %s", stats)
     return stats
 

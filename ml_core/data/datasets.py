@@ -85,9 +85,10 @@ def require_candles(cfg: CoincastConfig) -> None:
 def model_symbols(cfg: CoincastConfig) -> list[str] | None:
     """The symbols models train on and score: ``data.symbols`` when set, else every trade
     series of the timeframe (``@mark``/``@index``/``@premium`` series are reference
-    prices, not assets). None means 'every stored symbol' (no other series stored)."""
+    prices, not assets), less ``data.exclude_symbols``. None means 'every stored symbol'."""
+    left_out = set(cfg.data.exclude_symbols)
     if cfg.data.symbols:
-        return cfg.data.symbols
+        return [s for s in cfg.data.symbols if s not in left_out]
     from ml_core.data.symbols import is_trade_series
 
     wh = Warehouse(cfg.warehouse_path)
@@ -101,5 +102,5 @@ def model_symbols(cfg: CoincastConfig) -> list[str] | None:
                 [cfg.data.timeframe],
             ).fetchall()
         ]
-    trade = [s for s in stored if is_trade_series(s)]
+    trade = [s for s in stored if is_trade_series(s) and s not in left_out]
     return None if len(trade) == len(stored) else trade
