@@ -46,7 +46,13 @@ def test_unknown_profile_lists_the_known_ones():
 def test_retrain_sub_flows_keep_every_run_setting(tmp_path):
     from flows.params import RetrainParams, RunParams
 
-    params = RetrainParams(home=str(tmp_path), timeframe="1h", profile="full", ingest_paths=["x"])
+    params = RetrainParams(
+        home=str(tmp_path),
+        timeframe="1h",
+        profile="full",
+        ingest_paths=["x"],
+        exclude_symbols=["WIF/USDT"],
+    )
     run = params.run_params()
     assert type(run) is RunParams
     assert run.model_dump() == {
@@ -54,8 +60,11 @@ def test_retrain_sub_flows_keep_every_run_setting(tmp_path):
         "config_path": None,
         "timeframe": "1h",
         "profile": "full",
+        "exclude_symbols": ["WIF/USDT"],
     }
-    assert "transformer" in run.load().models.candidates
+    cfg = run.load()
+    assert "transformer" in cfg.models.candidates
+    assert cfg.data.exclude_symbols == ["WIF/USDT"] and cfg.data.timeframe == "1h"
 
 
 @pytest.mark.parametrize(
