@@ -43,7 +43,12 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from ml_core.errors import RegistryError
 from ml_core.registry.pyfunc_model import normalize_candles
-from ml_core.registry.tracking import TrackingContext, make_client, mlflow_uri_scope
+from ml_core.registry.tracking import (
+    TrackingContext,
+    make_client,
+    mlflow_uri_scope,
+    unreadable_registry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +275,12 @@ def _check_pipeline(pipeline: Any) -> None:
 def registered_model_names(tracking_uri: str) -> list[str]:
     """Names of every registered model at ``tracking_uri``, sorted."""
     client = make_client(tracking_uri)
-    return sorted(m.name for m in client.search_registered_models(max_results=1000))
+    try:
+        return sorted(m.name for m in client.search_registered_models(max_results=1000))
+    except MlflowException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken store raises driver errors
+        raise unreadable_registry(tracking_uri, exc) from exc
 
 
 class RegistryStore:
@@ -437,6 +447,8 @@ class RegistryStore:
         except MlflowException as exc:
             if not _is_not_found(exc):
                 raise
+        except Exception as exc:  # noqa: BLE001 - a broken store raises driver errors
+            raise unreadable_registry(self.tracking_uri, exc) from exc
         if required:
             raise RegistryError(
                 f"No registered model {self.model_name!r} at {self.tracking_uri}. "

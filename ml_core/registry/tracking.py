@@ -102,8 +102,29 @@ def _restore_uris(
 
 
 def make_client(tracking_uri: str) -> MlflowClient:
-    """An ``MlflowClient`` whose tracking and registry both live at ``tracking_uri``."""
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    """An ``MlflowClient`` whose tracking and registry both live at ``tracking_uri``;
+    ``RegistryError`` (one clear line) when its store cannot even be opened."""
+    try:
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    except MlflowException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken store raises driver errors
+        raise unreadable_registry(tracking_uri, exc) from exc
+
+
+def unreadable_registry(tracking_uri: str, exc: Exception) -> RegistryError:
+    """One clear error for a registry whose store cannot be read (corrupt sqlite file,
+    server down, missing driver), with the URI's password masked."""
+    from ml_core.config import redact_uri
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return RegistryError(
+        f"The model registry at {redact_uri(tracking_uri)} cannot be read "
+        f"({type(exc).__name__}: {first[:200]}). If it is the home's mlflow.db and it is "
+        "corrupt, restore it from a backup (candles, predictions and the audit live in "
+        "warehouse.duckdb and are not affected); if it is a server, check that it runs and "
+        "that its driver is installed."
+    )
 
 
 class TrackingContext:

@@ -168,3 +168,16 @@ def test_a_killed_command_leaves_no_temporary_prefect_server(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_status_on_a_corrupt_registry_is_one_clear_error(tmp_path):
+    home = tmp_path / "home"
+    good = tmp_path / "ABC_USDT-1m.csv"
+    _candles().to_csv(good, index=False)
+    assert runner.invoke(app, ["ingest", str(good), "--home", str(home)]).exit_code == 0
+    (home / "mlflow.db").write_bytes(b"this is not a sqlite file" * 200)
+    result = runner.invoke(app, ["status", "--home", str(home)])
+    assert result.exit_code == 1
+    said = " ".join(result.output.split())
+    assert "cannot be read (DatabaseError" in said and "restore it from a backup" in said
+    assert "Traceback" not in said and isinstance(result.exception, SystemExit)
