@@ -601,9 +601,7 @@ def _print_retrain(summary: dict) -> None:
     )
     console.print(f"  why: {d['reason']}")
     for sym, why in (d.get("left_out") or {}).items():
-        console.print(
-            _styled("  left out:", "yellow", f" {sym} (its stored candles fail: {why})")
-        )
+        console.print(_styled("  left out:", "yellow", f" {sym} (its stored candles fail: {why})"))
     champ = summary["champion_version"]
     console.print(
         f"  champion now: v{champ}"
