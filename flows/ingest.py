@@ -5,9 +5,10 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.params import IngestParams
+from ml_core.data.datasets import sources_for
 from ml_core.errors import ConfigError
 from tasks.artifacts import publish_table
-from tasks.data import download_configured, ingest_files, sources_for
+from tasks.data import download_configured, ingest_files
 
 
 @flow(name="ingest", log_prints=True)

@@ -9,23 +9,10 @@ from flows.ingest import ingest_flow
 from flows.params import IngestParams, RetrainParams
 from flows.train import train_flow
 from flows.validate import validate_flow
-from tasks.data import sources_for
+from ml_core.data.datasets import sources_for
 from tasks.registry import apply_weekly, decide_weekly, load_champion, register_served
 from tasks.reporting import publish_decision, write_run_report
 from tasks.tuning import record_applied_tuning
-
-REPORTED_DECISION_KEYS = (
-    "promote",
-    "left_out",
-    "kind",
-    "reason",
-    "candidate",
-    "challenger_version",
-    "champion_before",
-    "champion_after",
-    "created_at",
-    "metrics",
-)
 
 
 @flow(name="retrain", log_prints=True)

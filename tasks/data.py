@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from ml_core.config import CoincastConfig
-from ml_core.data.datasets import model_symbols
+from ml_core.data.datasets import model_symbols, sources_for
 from ml_core.data.ingest import ingest_run
 from ml_core.data.warehouse import Warehouse
 from ml_core.errors import DataContractError
@@ -73,11 +73,6 @@ def download_configured(cfg: CoincastConfig) -> list[dict]:
             else:
                 logger.info(line)
     return rows
-
-
-def sources_for(cfg: CoincastConfig) -> list:
-    """The configured download sources of this data set's timeframe."""
-    return [s for s in cfg.sources if s.timeframe == cfg.data.timeframe]
 
 
 @task(name="validate-warehouse", cache_policy=NONE)

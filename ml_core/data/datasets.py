@@ -18,7 +18,7 @@ Example::
 
 from __future__ import annotations
 
-from ml_core.config import TIMEFRAME_SECONDS, CoincastConfig
+from ml_core.config import TIMEFRAME_SECONDS, CoincastConfig, SourceConfig
 from ml_core.data.warehouse import Warehouse
 from ml_core.errors import ConfigError, DataContractError
 
@@ -40,7 +40,7 @@ def timeframe_is_explicit(cfg: CoincastConfig) -> bool:
 def available_timeframes(cfg: CoincastConfig) -> list[str]:
     """Stored timeframes plus those of the configured download sources."""
     found = set(stored_timeframes(Warehouse(cfg.warehouse_path)))
-    found |= {s.timeframe for s in getattr(cfg, "sources", [])}
+    found |= {s.timeframe for s in cfg.sources}
     return sorted(found, key=lambda tf: TIMEFRAME_SECONDS.get(tf, 0))
 
 
@@ -62,12 +62,16 @@ def resolve_timeframe(cfg: CoincastConfig) -> CoincastConfig:
     return cfg.model_copy(update={"data": data})
 
 
+def sources_for(cfg: CoincastConfig) -> list[SourceConfig]:
+    """The configured download sources of this data set's timeframe."""
+    return [s for s in cfg.sources if s.timeframe == cfg.data.timeframe]
+
+
 def require_candles(cfg: CoincastConfig) -> None:
     """``DataContractError`` at once (before any flow starts) when the data set has no
     candles and no download source would bring some; names the timeframes that exist."""
     stored = stored_timeframes(Warehouse(cfg.warehouse_path))
-    sources = [s for s in getattr(cfg, "sources", []) if s.timeframe == cfg.data.timeframe]
-    if cfg.data.timeframe in stored or sources:
+    if cfg.data.timeframe in stored or sources_for(cfg):
         return
     tf = cfg.data.timeframe
     if stored:

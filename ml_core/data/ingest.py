@@ -205,16 +205,6 @@ class IngestRun:
         exc.args = (f"{exc.args[0] if exc.args else exc}{tail}", *exc.args[1:])
         raise exc
 
-    def as_dict(self) -> dict:
-        return {
-            "results": [r.as_dict() for r in self.results],
-            "skipped": [{"path": p, "reason": why} for p, why in self.skipped],
-            "failed": None
-            if self.failed is None
-            else {"path": self.failed[0], "error": str(self.failed[1])},
-            "not_read": list(self.not_read),
-        }
-
 
 def ingest_run(
     warehouse: Warehouse,
