@@ -93,6 +93,8 @@ def _prefect_env(cfg: CoincastConfig) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("PREFECT_HOME", str(cfg.home.resolve() / "prefect"))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    # a verified model load copies its ~100 files: no per-file progress bar on the console
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _fail(exc: Exception) -> None:
