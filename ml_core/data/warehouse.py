@@ -223,8 +223,14 @@ class Warehouse:
         while True:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
-            except (duckdb.IOException, duckdb.ConnectionException) as exc:
-                in_process = isinstance(exc, duckdb.ConnectionException)
+            except (
+                duckdb.IOException,
+                duckdb.ConnectionException,
+                duckdb.ResourceInUseException,
+            ) as exc:
+                # another thread of this process opening the same file at the same moment
+                # ("Unique file handle conflict") is as transient as a lock held elsewhere
+                in_process = not isinstance(exc, duckdb.IOException)
                 if not _is_lock_conflict(exc):
                     if in_process:
                         raise
@@ -392,7 +398,7 @@ def _held_in_thread() -> dict[str, int]:
 
 def _is_lock_conflict(exc: Exception) -> bool:
     text = str(exc).lower()
-    return "lock" in text or "different configuration" in text
+    return "lock" in text or "different configuration" in text or "file handle conflict" in text
 
 
 def _lock_holder(exc: Exception) -> str:
