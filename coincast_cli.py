@@ -352,13 +352,18 @@ def _print_downloads(results: list[dict], cfg: CoincastConfig) -> None:
 def _print_ingest(run: IngestRun, cfg: CoincastConfig) -> None:
     """The per-file summary of an ``IngestRun``."""
     table = Table(title=f"Ingest into {cfg.warehouse_path}")
-    table.caption = "same: stored already; forming: not closed yet, not stored"
+    table.caption = (
+        "same: stored already; forming: not closed yet, not stored; "
+        "batch: its id for `coincast remove-batch`"
+    )
     table.add_column("file", overflow="fold")
+    table.add_column("batch", no_wrap=True)
     for col in ["status", "tf", "rows", "new", "revised", "same", "forming", "soft"]:
         table.add_column(col, justify="left" if col == "status" else "right")
     for r in run.results:
         table.add_row(
             Path(r.source).name,
+            r.batch_id[:12],
             Text("loaded", style="green"),
             r.timeframe,
             f"{r.n_rows:,}",
@@ -379,9 +384,10 @@ def _print_ingest(run: IngestRun, cfg: CoincastConfig) -> None:
             else "failed",
             style="red",
         )
-        table.add_row(Path(run.failed[0]).name, status, *[""] * 7)
+        batch = getattr(exc, "batch_id", "")[:12]
+        table.add_row(Path(run.failed[0]).name, batch, status, *[""] * 7)
     for path in run.not_read:
-        table.add_row(Path(path).name, "not read", *[""] * 7)
+        table.add_row(Path(path).name, "", "not read", *[""] * 7)
     console.print(table)
     for path, reason in run.skipped:
         short = reason.removeprefix(f"{path}: ").split(" (")[0].split(": skipped")[0]
@@ -406,6 +412,89 @@ def _print_findings(findings: list[dict]) -> None:
     console.print(table)
     if len(findings) > 40:
         console.print(f"... and {len(findings) - 40} more (table quality_findings).")
+
+
+@app.command()
+def batches(
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many, newest first.")] = 20,
+) -> None:
+    """The ingested batches (one per file or download), newest first, with their ids
+    for `coincast remove-batch`."""
+    from ml_core.data.batches import list_batches
+    from ml_core.data.warehouse import Warehouse
+
+    with _user_errors():
+        cfg = _config(home, config, dataset=False)
+        frame = list_batches(Warehouse(cfg.warehouse_path), limit=limit)
+    table = Table(title=f"Batches in {cfg.warehouse_path}")
+    table.caption = "batch: the first 12 characters of its id, enough for `coincast remove-batch`"
+    table.add_column("batch", no_wrap=True)
+    table.add_column("loaded (UTC)", no_wrap=True)
+    table.add_column("source", overflow="fold")
+    table.add_column("symbols", overflow="fold")
+    for col in ["tf", "rows", "new", "revised"]:
+        table.add_column(col, justify="left" if col == "tf" else "right")
+    table.add_column("status")
+    styles = {"loaded": "green", "quarantined": "red", "removed": "yellow"}
+    for r in frame.itertuples():
+        table.add_row(
+            r.batch_id[:12],
+            str(r.created_at)[:19],
+            Path(str(r.source)).name,
+            str(r.symbols),
+            str(r.timeframe),
+            f"{r.n_rows:,}",
+            f"{r.n_new:,}",
+            f"{r.n_updated:,}",
+            Text(str(r.status), style=styles.get(str(r.status), "")),
+        )
+    console.print(table)
+
+
+@app.command("remove-batch")
+def remove_batch(
+    batch_id: Annotated[
+        str, typer.Argument(help="The batch id (or its first 8+ characters): `coincast batches`.")
+    ],
+    reason: Annotated[str, typer.Option(help="Why, for the audit (batch_removals).")] = "",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to confirm.")] = False,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Take an ingested batch out of the warehouse: the candles it added are deleted, the
+    ones it revised get their earlier values back. Audited; the features rebuild."""
+    from ml_core.data import batches
+    from ml_core.data.warehouse import Warehouse
+
+    with _user_errors():
+        cfg = _config(home, config, dataset=False)
+        wh = Warehouse(cfg.warehouse_path)
+        plan = batches.plan_removal(wh, batch_id)
+        console.print(
+            f"Batch {plan.batch_id} ({Path(plan.source).name}, {', '.join(plan.symbols)} "
+            f"{plan.timeframe}): removing it deletes {plan.n_deleted:,} candle(s) and sets "
+            f"{plan.n_restored:,} back to their earlier values."
+        )
+        if plan.n_kept:
+            console.print(
+                f"{plan.n_kept:,} candle(s) it wrote were revised by a later batch since: they "
+                "keep the later values (remove that batch too to take them out)."
+            )
+        if not yes and not typer.confirm("Remove it?", default=False):
+            console.print("Nothing changed.")
+            raise typer.Exit(code=1)
+        done = batches.remove_batch(wh, plan.batch_id, reason=reason)
+    console.print(
+        _styled(
+            "removed",
+            "yellow",
+            f" batch {done.batch_id}: {done.n_deleted:,} deleted, {done.n_restored:,} restored "
+            f"(audited in batch_removals by {done.actor}). Predictions already made from these "
+            "candles stay; the next retrain and score use the warehouse as it is now.",
+        )
+    )
 
 
 @app.command()

@@ -66,7 +66,7 @@ def load_warehouse(path: Path, data: Path, timeframe: str, *, hold_out_bars: int
     with Warehouse(path).connect() as con:
         con.execute(
             f"""
-            INSERT INTO candles
+            INSERT INTO candles (symbol, timeframe, ts, open, high, low, close, volume)
             SELECT symbol, '{timeframe}', timezone('UTC', ts)::TIMESTAMP, open, high, low,
                    close, volume
             FROM read_parquet(?)
@@ -167,7 +167,7 @@ def _time_append(
         run = workdir / f"{table}{i}.duckdb"
         shutil.copy(base, run)
         with Warehouse(run).connect() as con:
-            con.execute(f"INSERT INTO candles SELECT * FROM {table}")
+            con.execute(f"INSERT INTO candles BY NAME SELECT * FROM {table}")
             start = time.perf_counter()
             stats = refresh_features(con, timeframe=timeframe, cfg=cfg)
             best = min(best, time.perf_counter() - start)

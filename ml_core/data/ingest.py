@@ -102,6 +102,7 @@ def ingest_frame(
     source: str,
     now: pd.Timestamp | None = None,
     allow_revisions: bool = False,
+    batch_id: str | None = None,
 ) -> IngestResult:
     """Validate one candle batch and load it, or quarantine it and raise ``QualityGateError``.
 
@@ -109,11 +110,13 @@ def ingest_frame(
     (default: current UTC time) bounds the open times and decides which bars are
     still forming. A batch that would revise stored candles raises ``RevisionError``
     (a ``QualityGateError``) unless ``allow_revisions``. The input is not changed.
+    ``batch_id`` (default: a new one) names the batch in the logs; every candle it
+    writes carries it, so ``ml_core.data.batches.remove_batch`` can take it out again.
     """
     now = to_naive_utc(now) if now is not None else _now()
     batch, n_forming = _closed_bars(candles, now)
     report = validate_candles(batch, cfg, now=now)
-    batch_id = uuid.uuid4().hex
+    batch_id = batch_id or new_batch_id()
     timeframe = ",".join(report.timeframes)
     if not report.passed:
         _quarantine(warehouse, batch, report, batch_id=batch_id, source=source)
@@ -239,11 +242,12 @@ def ingest_run(
         _one_symbol_for_files(files, symbol, market)
     for i, path in enumerate(files):
         done: list[IngestResult] = []
+        file_batch = new_batch_id()
         try:
             chunks = iter_candle_file(
                 path, symbol=symbol, timeframe=timeframe, market=market, chunk_rows=chunk_rows
             )
-            for candles in chunks:  # a large file in pieces: memory stays flat
+            for k, candles in enumerate(chunks):  # a large file in pieces: memory stays flat
                 done.append(
                     ingest_frame(
                         warehouse,
@@ -252,6 +256,7 @@ def ingest_run(
                         source=str(path),
                         now=now,
                         allow_revisions=allow_revisions,
+                        batch_id=chunk_batch_id(file_batch, k),
                     )
                 )
         except NotCandlesError as exc:  # found out by reading: a funding-rate table, ...
@@ -273,8 +278,19 @@ def ingest_run(
     return run
 
 
+def new_batch_id() -> str:
+    return uuid.uuid4().hex
+
+
+def chunk_batch_id(file_batch: str, k: int) -> str:
+    """Batch id of chunk ``k`` (from 0) of a file: the file's id, then ``<id>.2``, ``<id>.3``,
+    ... so that removing the file's batch id removes all its chunks."""
+    return file_batch if k == 0 else f"{file_batch}.{k + 1}"
+
+
 def _merged(parts: list[IngestResult]) -> IngestResult:
-    """One file's chunks as one result (counts summed; the first chunk's batch id)."""
+    """One file's chunks as one result (counts summed; the first chunk's batch id, which
+    names them all)."""
     if len(parts) == 1:
         return parts[0]
     first = parts[0]
@@ -458,14 +474,17 @@ def _write_loaded(
                 raise _RefusedRevisions(revisions)
             n_new, n_stored = _count_keys(con)
             n_updated = sum(r["bars"] for r in revisions)
+            if revisions:
+                _keep_revised_values(con, batch_id, tolerance)
             con.execute(
-                f"UPDATE candles AS c SET {', '.join(f'{v} = b.{v}' for v in _VALUES)} "
-                f"FROM batch_frame AS b WHERE {_KEY_JOIN} AND {_REL} > ?",
-                [tolerance],
+                f"UPDATE candles AS c SET {', '.join(f'{v} = b.{v}' for v in _VALUES)}, "
+                f"batch_id = ? FROM batch_frame AS b WHERE {_KEY_JOIN} AND {_REL} > ?",
+                [batch_id, tolerance],
             )
             con.execute(
-                f"INSERT INTO candles ({_COLS}) SELECT {_COLS} FROM batch_frame AS b "
-                f"WHERE NOT EXISTS (SELECT 1 FROM candles AS c WHERE {_KEY_JOIN})"
+                f"INSERT INTO candles ({_COLS}, batch_id) SELECT {_COLS}, ? FROM batch_frame AS b "
+                f"WHERE NOT EXISTS (SELECT 1 FROM candles AS c WHERE {_KEY_JOIN})",
+                [batch_id],
             )
             _insert_findings(con, batch_id, report, critical=False)
             _insert_log(
@@ -478,6 +497,26 @@ def _write_loaded(
         finally:
             con.unregister("batch_frame")
     return _Counts(n_new, n_updated, n_stored - n_updated, revisions)
+
+
+def _keep_revised_values(con: duckdb.DuckDBPyConnection, batch_id: str, tolerance: float) -> None:
+    """Before a batch revises stored candles: their values (and the batch that wrote them) into
+    ``candle_revisions``, so removing the batch can set them back, and one ``candle_edits`` row
+    per series, so tables derived from candles (features) know to rebuild."""
+    at = _now().to_pydatetime()
+    con.execute(
+        f"""INSERT INTO candle_revisions
+            SELECT ?, ?, c.symbol, c.timeframe, c.ts, {", ".join(f"c.{v}" for v in _VALUES)},
+                   c.batch_id
+            FROM candles AS c JOIN batch_frame AS b ON {_KEY_JOIN} WHERE {_REL} > ?""",
+        [batch_id, at, tolerance],
+    )
+    con.execute(
+        """INSERT INTO candle_edits
+            SELECT ?, ?, 'revised', symbol, timeframe, count(*) FROM candle_revisions
+            WHERE batch_id = ? GROUP BY symbol, timeframe""",
+        [at, batch_id, batch_id],
+    )
 
 
 def _count_keys(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:

@@ -55,6 +55,36 @@ CREATE TABLE IF NOT EXISTS ingest_log (
     status VARCHAR            -- 'loaded' | 'quarantined'
 );
 ALTER TABLE ingest_log ADD COLUMN IF NOT EXISTS n_updated BIGINT DEFAULT 0;
+-- the batch that wrote each candle (inserted it, or last revised it); NULL: stored before
+-- coincast recorded it
+ALTER TABLE candles ADD COLUMN IF NOT EXISTS batch_id VARCHAR;
+CREATE TABLE IF NOT EXISTS candle_revisions (  -- a candle's values before a batch revised it
+    batch_id VARCHAR NOT NULL,
+    revised_at TIMESTAMP NOT NULL,
+    symbol VARCHAR NOT NULL, timeframe VARCHAR NOT NULL, ts TIMESTAMP NOT NULL,
+    open DOUBLE, high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE,
+    prev_batch_id VARCHAR
+);
+CREATE TABLE IF NOT EXISTS candle_edits (  -- stored candles changed: derived tables rebuild
+    edited_at TIMESTAMP NOT NULL,
+    batch_id VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,    -- 'revised' | 'removed'
+    symbol VARCHAR NOT NULL,
+    timeframe VARCHAR NOT NULL,
+    n_rows BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batch_removals (
+    batch_id VARCHAR PRIMARY KEY,
+    removed_at TIMESTAMP NOT NULL,
+    actor VARCHAR,
+    reason VARCHAR,
+    source VARCHAR,
+    symbols VARCHAR,
+    timeframe VARCHAR,
+    n_deleted BIGINT,         -- candles the batch inserted, deleted
+    n_restored BIGINT,        -- candles it revised, set back to their values before it
+    n_kept BIGINT             -- candles it wrote that a later batch revised since: kept
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     batch_id VARCHAR PRIMARY KEY,
     created_at TIMESTAMP NOT NULL,

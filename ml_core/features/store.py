@@ -16,7 +16,9 @@ full rebuild bit for bit.
 It assumes candles are appended: a symbol whose stored row count no longer
 matches its candles up to the last stored bar (a backfill) is rebuilt whole,
 and a change of settings or of the feature columns rebuilds the timeframe.
-Changed values of existing candles are not detected: pass ``full=True``.
+Candles changed in place (a batch's allowed revisions, a removed batch) are
+seen through ``candle_edits``: the timeframe is rebuilt on its next refresh.
+Other changes of stored values (by hand) are not detected: pass ``full=True``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ _PLAN = "_features_refresh_plan"
 _ROWS = "_features_refresh_rows"
 _EPOCH = datetime(1970, 1, 1)
 
+# refreshed_at: when; edits_seen: ``candle_edits`` rows of the timeframe the rows reflect
+_META_EDITS_SEEN = f"ALTER TABLE {META_TABLE} ADD COLUMN IF NOT EXISTS edits_seen BIGINT"
 _DDL = [
     f"CREATE TABLE IF NOT EXISTS {TABLE} (symbol VARCHAR NOT NULL, timeframe VARCHAR NOT NULL, "
     "ts TIMESTAMP NOT NULL, segment_start TIMESTAMP NOT NULL, close DOUBLE, "
@@ -56,7 +60,8 @@ _DDL = [
     + ")",
     f"CREATE TABLE IF NOT EXISTS {META_TABLE} (timeframe VARCHAR PRIMARY KEY, "
     "feature_set VARCHAR, version INTEGER, max_gap_bars INTEGER, columns VARCHAR, "
-    "refreshed_at TIMESTAMP)",
+    "refreshed_at TIMESTAMP, edits_seen BIGINT)",
+    _META_EDITS_SEEN,
     # Per symbol: where an incremental refresh resumes (see _plan).
     f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (timeframe VARCHAR NOT NULL, "
     "symbol VARCHAR NOT NULL, first_ts TIMESTAMP, first_close DOUBLE, last_ts TIMESTAMP, "
@@ -139,25 +144,44 @@ def _is_current(con: duckdb.DuckDBPyConnection, timeframe: str, cfg: FeatureConf
         for name in (TABLE, META_TABLE, STATE_TABLE):
             con.execute(f"DROP TABLE {name}")
         return False
+    con.execute(_META_EDITS_SEEN)  # a meta table from before edits_seen
     rows = con.execute(
-        f"SELECT feature_set, version, max_gap_bars, columns FROM {META_TABLE} "
-        "WHERE timeframe = $timeframe",
+        f"SELECT feature_set, version, max_gap_bars, columns, coalesce(edits_seen, 0) "
+        f"FROM {META_TABLE} WHERE timeframe = $timeframe",
         {"timeframe": timeframe},
     ).fetchall()
     wanted = (FEATURE_SET_NAME, FEATURE_SET_VERSION, cfg.max_gap_bars, ",".join(FEATURE_COLUMNS))
-    return bool(rows) and tuple(rows[0]) == wanted
+    if not rows or tuple(rows[0][:4]) != wanted:
+        return False
+    if rows[0][4] != _edit_count(con, timeframe):
+        log.info("stored %s candles were revised or removed since the last refresh", timeframe)
+        return False
+    return True
+
+
+def _edit_count(con: duckdb.DuckDBPyConnection, timeframe: str) -> int:
+    """How many times stored candles of ``timeframe`` were changed in place (revised by a
+    batch, or a batch removed): ``candle_edits`` rows, written by ``ml_core.data``."""
+    if not _table_exists(con, "candle_edits"):
+        return 0
+    return _scalar(
+        con,
+        "SELECT count(*) FROM candle_edits WHERE timeframe = $timeframe",
+        {"timeframe": timeframe},
+    )
 
 
 def _write_meta(con: duckdb.DuckDBPyConnection, timeframe: str, cfg: FeatureConfig) -> None:
     con.execute(
         f"INSERT OR REPLACE INTO {META_TABLE} VALUES "
-        "($timeframe, $name, $version, $gap, $columns, now()::TIMESTAMP)",
+        "($timeframe, $name, $version, $gap, $columns, now()::TIMESTAMP, $edits)",
         {
             "timeframe": timeframe,
             "name": FEATURE_SET_NAME,
             "version": FEATURE_SET_VERSION,
             "gap": cfg.max_gap_bars,
             "columns": ",".join(FEATURE_COLUMNS),
+            "edits": _edit_count(con, timeframe),
         },
     )
 

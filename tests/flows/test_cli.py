@@ -181,3 +181,34 @@ def test_status_on_a_corrupt_registry_is_one_clear_error(tmp_path):
     said = " ".join(result.output.split())
     assert "cannot be read (DatabaseError" in said and "restore it from a backup" in said
     assert "Traceback" not in said and isinstance(result.exception, SystemExit)
+
+
+def test_a_bad_batch_is_found_by_id_and_removed_with_confirmation(tmp_path):
+    home = tmp_path / "home"
+    first = tmp_path / "ABC_USDT-1m.csv"
+    _candles(300).to_csv(first, index=False)
+    glitch = tmp_path / "more" / "ABC_USDT-1m.csv"
+    glitch.parent.mkdir()
+    later = _candles(400).iloc[300:].copy()
+    later[["open", "high", "low", "close"]] *= 1.5  # a plausible but wrong feed
+    later.to_csv(glitch, index=False)
+    for path in (first, glitch):
+        assert runner.invoke(app, ["ingest", str(path), "--home", str(home)]).exit_code == 0
+
+    listed = runner.invoke(app, ["batches", "--home", str(home)], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    newest = listed.output.split("┡")[1].splitlines()[1].split("│")[1].strip()
+    assert len(newest) == 12 and "loaded" in listed.output
+
+    refused = runner.invoke(app, ["remove-batch", newest, "--home", str(home)], input="n\n")
+    assert refused.exit_code == 1 and "deletes 100 candle(s)" in refused.output
+    assert "Nothing changed" in refused.output
+    done = runner.invoke(
+        app, ["remove-batch", newest, "--home", str(home), "--reason", "wrong feed"], input="y\n"
+    )
+    assert done.exit_code == 0, done.output
+    assert "100 deleted" in done.output and "batch_removals" in done.output
+    status = runner.invoke(app, ["status", "--home", str(home)])
+    assert "│ 1m        │ 1       │ 300" in status.output
+    again = runner.invoke(app, ["remove-batch", newest, "-y", "--home", str(home)])
+    assert again.exit_code == 1 and "removed already" in again.output

@@ -97,7 +97,7 @@ def base_home(tmp_path_factory, sample_1m):
     head = subset.drop(last.index).assign(ts=lambda f: f["ts"].dt.tz_localize(None))
     with Warehouse(cfg.warehouse_path).connect() as con:  # the quality gate has its own tests
         con.register("head_in", head[CANDLE_COLUMNS])
-        con.execute("INSERT INTO candles SELECT * FROM head_in")
+        con.execute("INSERT INTO candles BY NAME SELECT * FROM head_in")
     _fit_versions(subset, cfg)
     return root, cfg, last
 

@@ -39,7 +39,8 @@ def test_dead_tail_is_trimmed_before_labels(tmp_path):
     with wh.connect() as con:
         con.register("c", candles)
         con.execute(
-            "INSERT INTO candles SELECT symbol, timeframe, ts, open, high, low, close, volume FROM c"
+            "INSERT INTO candles BY NAME SELECT symbol, timeframe, ts, open, high, low, close, volume "
+            "FROM c"
         )
     ds = build_dataset(wh, cfg)
     cats = ds.lifecycle.set_index("symbol")["category"]

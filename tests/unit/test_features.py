@@ -206,7 +206,7 @@ def warehouse(tmp_path, sample_1m) -> tuple[Warehouse, pd.DataFrame, pd.DataFram
     wh = Warehouse(tmp_path / "warehouse.duckdb")
     with wh.connect() as con:
         con.register("history", candles.drop(last_day.index))
-        con.execute("INSERT INTO candles SELECT * FROM history")
+        con.execute("INSERT INTO candles BY NAME SELECT * FROM history")
     return wh, candles, last_day
 
 
@@ -215,7 +215,7 @@ def test_incremental_refresh_equals_full_rebuild(warehouse) -> None:
     with wh.connect() as con:
         first = refresh_features(con, timeframe="1m", cfg=CFG)
         con.register("last_day", last_day)
-        con.execute("INSERT INTO candles SELECT * FROM last_day")
+        con.execute("INSERT INTO candles BY NAME SELECT * FROM last_day")
         step = refresh_features(con, timeframe="1m", cfg=CFG)
         stored = read_features(con, timeframe="1m")
         rebuilt = compute_features(con, timeframe="1m", cfg=CFG)
@@ -232,7 +232,7 @@ def test_incremental_refresh_recomputes_only_new_bars_plus_lookback(warehouse) -
     with wh.connect() as con:
         refresh_features(con, timeframe="1m", cfg=CFG)
         con.register("hour", last_day.groupby("symbol").head(60))
-        con.execute("INSERT INTO candles SELECT * FROM hour")
+        con.execute("INSERT INTO candles BY NAME SELECT * FROM hour")
         step = refresh_features(con, timeframe="1m", cfg=CFG)
     assert step["n_rows_written"] == 2 * 60
     assert step["n_rows_recomputed"] == 2 * (60 + LOOKBACK_BARS)
@@ -243,10 +243,10 @@ def test_refresh_rebuilds_symbols_with_backfilled_history_and_on_new_settings(wa
     with wh.connect() as con:
         refresh_features(con, timeframe="1m", cfg=CFG)
         con.register("last_day", last_day)
-        con.execute("INSERT INTO candles SELECT * FROM last_day")
+        con.execute("INSERT INTO candles BY NAME SELECT * FROM last_day")
         early = candles.head(1).assign(ts=candles["ts"].min() - pd.Timedelta(minutes=1))
         con.register("early", early)
-        con.execute("INSERT INTO candles SELECT * FROM early")  # a backfilled first bar
+        con.execute("INSERT INTO candles BY NAME SELECT * FROM early")  # a backfilled first bar
         step = refresh_features(con, timeframe="1m", cfg=CFG)
         stored = read_features(con, timeframe="1m")
         rebuilt = compute_features(con, timeframe="1m", cfg=CFG)

@@ -32,7 +32,8 @@ def _legacy_warehouse(path: Path) -> None:
         ]
         for sym, tf, ts, close in rows:
             con.execute(
-                "INSERT INTO candles VALUES (?, ?, ?, ?, ?, ?, ?, 1.0)",
+                "INSERT INTO candles (symbol, timeframe, ts, open, high, low, close, volume) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 1.0)",
                 [sym, tf, ts, close, close + 1, close - 1, close],
             )
         con.execute(
@@ -84,7 +85,10 @@ def test_migration_runs_once(tmp_path: Path) -> None:
     with wh.connect():
         pass
     with duckdb.connect(str(path)) as con:  # a legacy name written after the migration
-        con.execute("INSERT INTO candles VALUES ('SOLUSDT', '1h', '2024-01-01', 1, 2, 0.5, 1, 1)")
+        con.execute(
+            "INSERT INTO candles (symbol, timeframe, ts, open, high, low, close, volume) "
+            "VALUES ('SOLUSDT', '1h', '2024-01-01', 1, 2, 0.5, 1, 1)"
+        )
     with wh.connect() as con:
         assert con.execute("SELECT count(*) FROM migrations").fetchone()[0] == 1
     assert "SOLUSDT" in _series(wh)  # left alone: the migration is recorded as done
