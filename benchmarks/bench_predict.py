@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def insert(wh: Warehouse, candles: pd.DataFrame) -> None:
     with wh.connect() as con:
         con.register("c_in", candles[CANDLE_COLUMNS])
-        con.execute("INSERT INTO candles SELECT * FROM c_in")
+        con.execute("INSERT INTO candles BY NAME SELECT * FROM c_in")
 
 
 def fit(candles: pd.DataFrame, cfg: CoincastConfig):  # noqa: ANN201 - CandlePipeline

@@ -82,7 +82,7 @@ def make_candles(n_bars: int, start: str = "2025-01-01", seed: int = 0) -> pd.Da
 def insert_candles(wh: Warehouse, candles: pd.DataFrame) -> None:
     with wh.connect() as con:
         con.register("c_in", candles[CANDLE_COLUMNS])
-        con.execute("INSERT INTO candles SELECT * FROM c_in")
+        con.execute("INSERT INTO candles BY NAME SELECT * FROM c_in")
 
 
 def momentum_scorer(version: str, alias: str, *, sign: float = 1.0) -> Scorer:
