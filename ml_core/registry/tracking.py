@@ -103,13 +103,95 @@ def _restore_uris(
 
 def make_client(tracking_uri: str) -> MlflowClient:
     """An ``MlflowClient`` whose tracking and registry both live at ``tracking_uri``;
-    ``RegistryError`` (one clear line) when its store cannot even be opened."""
+    ``RegistryError`` (one clear line) when its store cannot even be opened. A sqlite
+    registry whose home was copied or moved is pointed at its own artifacts first
+    (``rebase_moved_home``)."""
     try:
+        if tracking_uri not in _rebased:
+            rebase_moved_home(tracking_uri)
+            _rebased.add(tracking_uri)
         return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     except MlflowException:
         raise
     except Exception as exc:  # noqa: BLE001 - a broken store raises driver errors
         raise unreadable_registry(tracking_uri, exc) from exc
+
+
+_rebased: set[str] = set()
+#: Where MLflow's sqlite store keeps absolute artifact locations (columns missing from
+#: older schemas are skipped).
+_PATH_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+    ("model_versions", "source"),
+)
+
+
+def rebase_moved_home(tracking_uri: str) -> dict[str, str]:
+    """Point a copied or moved home's registry at the artifacts beside it.
+
+    MLflow records absolute artifact locations (``file:///old/home/mlartifacts/...``). A
+    home copied as a backup, or moved, would still read (and write!) the old home's files.
+    When the registry is a sqlite file and an experiment's artifact root is a folder that
+    sits beside *another* folder's ``mlflow.db`` while a folder of the same name exists
+    beside this one, every recorded location under the old root is rewritten to the new
+    one, in one transaction, with a warning. Returns ``{old root: new root}`` (empty when
+    nothing moved, or for server and non-sqlite registries).
+    """
+    import sqlite3
+    from urllib.parse import unquote, urlparse
+
+    if not tracking_uri.startswith("sqlite:///"):
+        return {}
+    db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+    if not db.is_file():
+        return {}
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "experiments" not in tables:
+            return {}
+        moves: dict[str, str] = {}
+        for (root,) in con.execute("SELECT DISTINCT artifact_location FROM experiments"):
+            if not root or not root.startswith("file://"):
+                continue
+            old = Path(unquote(urlparse(root).path))
+            new = db.parent / old.name
+            if old.parent != db.parent and new.is_dir():
+                moves[root.rstrip("/")] = new.as_uri()
+        if not moves:
+            return {}
+        columns = {
+            (t, c) for t in tables for c in (r[1] for r in con.execute(f"PRAGMA table_info({t})"))
+        }
+        with con:  # one transaction
+            for old_root, new_root in moves.items():
+                for table, col in _PATH_COLUMNS:
+                    if (table, col) in columns:
+                        con.execute(
+                            f"UPDATE {table} SET {col} = ? || substr({col}, ?) "
+                            f"WHERE {col} = ? OR substr({col}, 1, ?) = ?",
+                            [
+                                new_root,
+                                len(old_root) + 1,
+                                old_root,
+                                len(old_root) + 1,
+                                old_root + "/",
+                            ],
+                        )
+    finally:
+        con.close()
+    for old_root, new_root in moves.items():
+        log.warning(
+            "the registry %s was copied or moved: its artifact locations now point at %s "
+            "(they pointed at %s)",
+            db,
+            new_root,
+            old_root,
+        )
+    return moves
 
 
 def unreadable_registry(tracking_uri: str, exc: Exception) -> RegistryError:

@@ -547,3 +547,43 @@ def test_deleted_artifacts_are_reported_by_status_and_refused_with_guidance(
     assert "artifacts are gone" in store.missing_artifacts(info.version)
     with pytest.raises(RegistryError, match=r"Cannot load coincast-gone v1: .*rollback --to"):
         store.load_pyfunc(info.version)
+
+
+def test_a_copied_home_reads_and_writes_its_own_artifacts(
+    tracking: TrackingContext,  # keeps this module's pipeline pickled by value
+    pipeline: ToyPipeline,
+    candles: pd.DataFrame,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import shutil
+    from urllib.parse import urlparse
+
+    home = tmp_path / "home"
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    original = TrackingContext(uri, (home / "mlartifacts").as_uri(), "coincast")
+    with original.start_run("retrain"):
+        info = log_pipeline(
+            pipeline,
+            tracking=original,
+            model_name="coincast-moved",
+            input_example=candles.groupby("symbol").tail(10),
+        )
+    expected = RegistryStore(uri, "coincast-moved").load_pyfunc(info.version).predict(candles)
+
+    backup = tmp_path / "backup"
+    shutil.copytree(home, backup)
+    shutil.rmtree(home)  # the original home is gone: only the copy remains
+    moved_uri = f"sqlite:///{backup / 'mlflow.db'}"
+    with caplog.at_level("WARNING", logger="ml_core.registry.tracking"):
+        store = RegistryStore(moved_uri, "coincast-moved")
+    assert "copied or moved" in caplog.text
+    pd.testing.assert_frame_equal(store.load_pyfunc(info.version).predict(candles), expected)
+    assert store.missing_artifacts(info.version) is None
+
+    copy = TrackingContext(moved_uri, (backup / "mlartifacts").as_uri(), "coincast")
+    with copy.start_run("after the move") as run_id:
+        copy.log_text("hello", "note.txt")
+    written = Path(urlparse(copy.client.get_run(run_id).info.artifact_uri).path)
+    assert written.is_relative_to(backup) and (written / "note.txt").read_text() == "hello"
+    assert not home.exists()
