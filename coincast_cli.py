@@ -183,11 +183,20 @@ def _flow_logging(cfg: CoincastConfig) -> Iterator[Path]:
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Turn a CoincastError into its message and a non-zero exit (2: quarantined batch)."""
+    """Turn a CoincastError into its message and a non-zero exit (2: quarantined batch); an
+    OS error (an unwritable or missing folder, a full disk) into one line naming the path."""
     try:
         yield
     except CoincastError as exc:
         _fail(exc)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        _fail(
+            ConfigError(
+                f"{exc.strerror or exc}{where}. Check that the path exists and that the "
+                "coincast home (--home or COINCAST_HOME) is a folder you can write to."
+            )
+        )
 
 
 @app.command()

@@ -107,14 +107,50 @@ def make_client(tracking_uri: str) -> MlflowClient:
     registry whose home was copied or moved is pointed at its own artifacts first
     (``rebase_moved_home``)."""
     try:
-        if tracking_uri not in _rebased:
-            rebase_moved_home(tracking_uri)
-            _rebased.add(tracking_uri)
-        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    except MlflowException:
+        with _first_use_lock(tracking_uri):
+            if tracking_uri not in _rebased:
+                rebase_moved_home(tracking_uri)
+                _rebased.add(tracking_uri)
+            client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            client._get_registry_client()  # its store too, while no other process creates it
+            return client
+    except (RegistryError, MlflowException):
         raise
     except Exception as exc:  # noqa: BLE001 - a broken store raises driver errors
         raise unreadable_registry(tracking_uri, exc) from exc
+
+
+@contextmanager
+def _first_use_lock(tracking_uri: str) -> Iterator[None]:
+    """For a sqlite registry: hold an exclusive lock on ``<db>.lock`` while the stores are
+    opened. MLflow creates (and migrates) the tables on first open; two processes doing it
+    at once on a new home fail ("duplicate column name"). Makes the folder; an unwritable
+    one is a ``RegistryError`` saying so (an existing db on a read-only copy is read
+    without the lock)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(db.with_name(db.name + ".lock"), "a")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        if db.is_file():
+            yield
+            return
+        raise RegistryError(
+            f"Cannot create the model registry {db}: {exc.strerror or exc} "
+            f"({exc.filename or db.parent}). Use a home you can write to (--home or "
+            "COINCAST_HOME) or fix the folder's permissions."
+        ) from exc
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 _rebased: set[str] = set()

@@ -212,3 +212,42 @@ def test_a_bad_batch_is_found_by_id_and_removed_with_confirmation(tmp_path):
     assert "│ 1m        │ 1       │ 300" in status.output
     again = runner.invoke(app, ["remove-batch", newest, "-y", "--home", str(home)])
     assert again.exit_code == 1 and "removed already" in again.output
+
+
+def test_first_commands_in_parallel_on_a_new_home_all_get_a_working_registry(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    home = tmp_path / "new"
+    path = tmp_path / "ABC_USDT-1m.csv"
+    _candles().to_csv(path, index=False)
+    assert runner.invoke(app, ["ingest", str(path), "--home", str(home)]).exit_code == 0
+    assert not (home / "mlflow.db").exists()
+    exe = Path(sys.executable).with_name("coincast")
+    procs = [
+        subprocess.Popen(
+            [str(exe), "predict", "--home", str(home)],
+            env={**os.environ, "COLUMNS": "200"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=180)[0].decode() for p in procs]
+    for p, out in zip(procs, outputs, strict=True):  # each creates or finds mlflow.db
+        assert p.returncode == 1 and "No champion for model 'coincast' yet" in out, out
+    assert (home / "mlflow.db").is_file()
+
+
+def test_an_unwritable_home_is_one_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")  # as root, chmod does not stop writes: a file does
+    data = tmp_path / "ABC_USDT-1m.csv"
+    _candles().to_csv(data, index=False)
+    for command in (["predict"], ["ingest", str(data)]):
+        result = runner.invoke(app, [*command, "--home", str(blocker / "home")])
+        assert result.exit_code == 1, result.output
+        assert result.exception.__class__ is SystemExit  # no traceback
+        one_line = result.output.replace("\n", "")
+        assert f"{blocker / 'home'}" in one_line and "Not a directory" in one_line
