@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ml_core.config import CoincastConfig, load_config, redact_uri
+from ml_core.config import CoincastConfig, load_config, redact_text, redact_uri
 from ml_core.errors import CoincastError, ConfigError, QualityGateError, RevisionError
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def _prefect_env(cfg: CoincastConfig) -> None:
 
 
 def _fail(exc: Exception) -> None:
-    err_console.print(_styled("error:", "bold red", f" {exc}"))
+    err_console.print(_styled("error:", "bold red", f" {redact_text(str(exc))}"))
     raise typer.Exit(code=2 if isinstance(exc, QualityGateError) else 1)
 
 
@@ -112,7 +112,7 @@ class _OneLineTracebacks(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info or record.exc_text:
-            first = record.getMessage().splitlines()[0]
+            first = redact_text(record.getMessage().splitlines()[0])
             record.msg, record.args = f"{first} (traceback in {self.log_file})", ()
             record.exc_info = record.exc_text = None
         return True
@@ -190,6 +190,8 @@ def _user_errors() -> Iterator[None]:
     except CoincastError as exc:
         _fail(exc)
     except OSError as exc:
+        if (translated := _registry_error(exc)) is not None:
+            _fail(translated)
         where = f": {exc.filename}" if exc.filename else ""
         _fail(
             ConfigError(
@@ -197,6 +199,16 @@ def _user_errors() -> Iterator[None]:
                 "coincast home (--home or COINCAST_HOME) is a folder you can write to."
             )
         )
+    except Exception as exc:  # noqa: BLE001 - a registry fault a user can fix: one line
+        if (translated := _registry_error(exc)) is None:
+            raise
+        _fail(translated)
+
+
+def _registry_error(exc: BaseException) -> CoincastError | None:
+    from ml_core.registry.tracking import user_error
+
+    return user_error(exc)
 
 
 @app.command()

@@ -74,6 +74,14 @@ def redact_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+_CREDENTIALS = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/\s:@]*):[^@\s/]+@")
+
+
+def redact_text(text: str) -> str:
+    """Every URI password in ``text`` replaced by ``***`` (error messages quote URLs)."""
+    return _CREDENTIALS.sub(r"\1:***@", text)
+
+
 def bars_per_year(timeframe: str) -> float:
     """Bars in a 365-day year (crypto trades around the clock)."""
     return 365 * 86400 / timeframe_seconds(timeframe)

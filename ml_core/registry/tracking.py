@@ -106,6 +106,9 @@ def make_client(tracking_uri: str) -> MlflowClient:
     ``RegistryError`` (one clear line) when its store cannot even be opened. A sqlite
     registry whose home was copied or moved is pointed at its own artifacts first
     (``rebase_moved_home``)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        for name, value in _HTTP_BOUNDS.items():  # explicit settings win
+            os.environ.setdefault(name, value)
     try:
         with _first_use_lock(tracking_uri):
             if tracking_uri not in _rebased:
@@ -230,12 +233,55 @@ def rebase_moved_home(tracking_uri: str) -> dict[str, str]:
     return moves
 
 
+#: A tracking server that is down or unreachable fails a command within about half a minute
+#: (MLflow's defaults: a 120 s timeout per request, 7 retries with backoff: minutes).
+_HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+#: The driver package each SQLAlchemy registry URI needs, for the error that says so.
+_DRIVERS = {"postgresql": "psycopg2-binary", "mysql": "pymysql", "mssql": "pyodbc"}
+
+
+def user_error(exc: BaseException) -> RegistryError | None:
+    """The one-line ``RegistryError`` for a registry fault a user can fix (a tracking
+    server that does not answer, a missing database driver), or None for anything else.
+    Passwords in the message are masked."""
+    from ml_core.config import redact_text
+
+    text = str(exc)
+    if isinstance(exc, MlflowException) and "API request to" in text:
+        url = text.split("API request to ", 1)[1].split(" ", 1)[0]
+        base = url.split("/api/", 1)[0]
+        cause = "connection refused" if "refused" in text.lower() else "no answer"
+        if "timed out" in text.lower() or "timeout" in text.lower():
+            cause = "timed out"
+        return RegistryError(
+            redact_text(
+                f"The MLflow tracking server at {base} did not answer ({cause}, after "
+                f"{os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES', '?')} retries). Start it, "
+                "or point coincast elsewhere (COINCAST_REGISTRY__TRACKING_URI; unset it for "
+                "the home's own sqlite registry)."
+            )
+        )
+    return None
+
+
 def unreadable_registry(tracking_uri: str, exc: Exception) -> RegistryError:
     """One clear error for a registry whose store cannot be read (corrupt sqlite file,
     server down, missing driver), with the URI's password masked."""
     from ml_core.config import redact_uri
 
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, ModuleNotFoundError):
+        scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0]
+        package = _DRIVERS.get(scheme, exc.name or "the database driver")
+        return RegistryError(
+            f"The model registry at {redact_uri(tracking_uri)} needs the {scheme} driver, "
+            f"which is not installed ({first}). Install it into coincast's environment: "
+            f"`.venv/bin/pip install {package}`."
+        )
     return RegistryError(
         f"The model registry at {redact_uri(tracking_uri)} cannot be read "
         f"({type(exc).__name__}: {first[:200]}). If it is the home's mlflow.db and it is "

@@ -251,3 +251,62 @@ def test_an_unwritable_home_is_one_clear_error(tmp_path):
         assert result.exception.__class__ is SystemExit  # no traceback
         one_line = result.output.replace("\n", "")
         assert f"{blocker / 'home'}" in one_line and "Not a directory" in one_line
+
+
+def _silent_server():
+    """A socket that accepts connections and never answers (a hung tracking server)."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock
+
+
+@pytest.mark.parametrize("server", ["refused", "silent"])
+def test_an_unreachable_tracking_server_is_one_line_within_bounded_time(
+    tmp_path, monkeypatch, server
+):
+    import socket
+    import time
+
+    if server == "silent":
+        sock = _silent_server()
+        port = sock.getsockname()[1]
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")  # the default bound is 10 s
+    else:
+        with socket.socket() as probe:  # a port nobody listens on
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    uri = f"http://coincast:s3cret@127.0.0.1:{port}"
+    monkeypatch.setenv("COINCAST_REGISTRY__TRACKING_URI", uri)
+    started = time.monotonic()
+    try:
+        result = runner.invoke(app, ["status", "--home", str(tmp_path / "h")])
+    finally:
+        if server == "silent":
+            sock.close()
+    took = time.monotonic() - started
+    one_line = result.output.replace("\n", " ")
+    assert result.exit_code == 1 and result.exception.__class__ is SystemExit, result.output
+    assert f"tracking server at http://coincast:***@127.0.0.1:{port} did not answer" in (
+        " ".join(one_line.split())
+    )
+    assert "s3cret" not in result.output
+    assert ("timed out" if server == "silent" else "connection refused") in one_line
+    assert took < 60  # 2 retries, 1 s apart (MLflow's defaults retry for minutes)
+
+
+def test_a_missing_postgresql_driver_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is not None:
+        pytest.skip("psycopg2 is installed here")
+    monkeypatch.setenv(
+        "COINCAST_REGISTRY__TRACKING_URI", "postgresql+psycopg2://mlflow:s3cret@127.0.0.1/mlflow"
+    )
+    result = runner.invoke(app, ["status", "--home", str(tmp_path / "h")])
+    one_line = " ".join(result.output.split())
+    assert result.exit_code == 1 and result.exception.__class__ is SystemExit, result.output
+    assert "needs the postgresql driver" in one_line and "pip install psycopg2-binary" in one_line
+    assert "s3cret" not in result.output
