@@ -173,12 +173,35 @@ def _flow_logging(cfg: CoincastConfig) -> Iterator[Path]:
     for h in consoles:
         h.addFilter(short)
     try:
+        _sweep_orphans(cfg)
         yield log_file
     finally:
         for h in consoles:
             h.removeFilter(short)
         root.removeHandler(file_handler)
         file_handler.close()
+
+
+def _sweep_orphans(cfg: CoincastConfig) -> None:
+    """Before a flow: runs a killed coincast process left Running are marked Crashed
+    (Prefect) / KILLED (MLflow), with a warning; best effort (a failure is logged only)."""
+    from flows.orphans import sweep
+
+    try:
+        ended = sweep(cfg)
+    except Exception as exc:  # noqa: BLE001 - never stop a command for the cleanup
+        logging.getLogger(__name__).warning("could not check for runs left Running: %s", exc)
+        return
+    if ended["flow_runs"] or ended["mlflow_runs"]:
+        err_console.print(
+            _styled(
+                "cleaned up",
+                "yellow",
+                f" a killed coincast process had left {len(ended['flow_runs'])} Prefect flow "
+                f"run(s) Running (now marked Crashed) and {len(ended['mlflow_runs'])} MLflow "
+                "run(s) RUNNING (now KILLED).",
+            )
+        )
 
 
 @contextmanager
@@ -375,16 +398,14 @@ def _print_ingest(run: IngestRun, cfg: CoincastConfig) -> None:
     table = Table(title=f"Ingest into {cfg.warehouse_path}")
     table.caption = (
         "same: stored already; forming: not closed yet, not stored; "
-        "batch: its id for `coincast remove-batch`"
+        "`coincast batches` lists the batch ids"
     )
     table.add_column("file", overflow="fold")
-    table.add_column("batch", no_wrap=True)
     for col in ["status", "tf", "rows", "new", "revised", "same", "forming", "soft"]:
         table.add_column(col, justify="left" if col == "status" else "right")
     for r in run.results:
         table.add_row(
             Path(r.source).name,
-            r.batch_id[:12],
             Text("loaded", style="green"),
             r.timeframe,
             f"{r.n_rows:,}",
@@ -405,10 +426,9 @@ def _print_ingest(run: IngestRun, cfg: CoincastConfig) -> None:
             else "failed",
             style="red",
         )
-        batch = getattr(exc, "batch_id", "")[:12]
-        table.add_row(Path(run.failed[0]).name, batch, status, *[""] * 7)
+        table.add_row(Path(run.failed[0]).name, status, *[""] * 7)
     for path in run.not_read:
-        table.add_row(Path(path).name, "", "not read", *[""] * 7)
+        table.add_row(Path(path).name, "not read", *[""] * 7)
     console.print(table)
     for path, reason in run.skipped:
         short = reason.removeprefix(f"{path}: ").split(" (")[0].split(": skipped")[0]
@@ -450,7 +470,7 @@ def batches(
         cfg = _config(home, config, dataset=False)
         frame = list_batches(Warehouse(cfg.warehouse_path), limit=limit)
     table = Table(title=f"Batches in {cfg.warehouse_path}")
-    table.caption = "batch: the first 12 characters of its id, enough for `coincast remove-batch`"
+    table.caption = "batch: the start of its id, enough for `coincast remove-batch`"
     table.add_column("batch", no_wrap=True)
     table.add_column("loaded (UTC)", no_wrap=True)
     table.add_column("source", overflow="fold")
@@ -461,7 +481,7 @@ def batches(
     styles = {"loaded": "green", "quarantined": "red", "removed": "yellow"}
     for r in frame.itertuples():
         table.add_row(
-            r.batch_id[:12],
+            r.batch_id[:8],
             str(r.created_at)[:19],
             Path(str(r.source)).name,
             str(r.symbols),

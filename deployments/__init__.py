@@ -208,11 +208,15 @@ def serve(
     """Register the deployments with the Prefect API (``PREFECT_API_URL``) and run them.
 
     Blocks until interrupted. On shutdown the schedules are paused (no late runs
-    pile up while nothing serves them); the next ``serve`` resumes them.
+    pile up while nothing serves them); the next ``serve`` resumes them. First, runs that
+    a killed process left Running are marked Crashed (``flows.orphans.sweep``).
     """
     from prefect import serve as prefect_serve
 
+    from flows.orphans import sweep
+
     require_api_url()
+    sweep(cfg)  # runs a killed earlier serve (or CLI command) left Running: Crashed
     deployments = build_deployments(cfg, config_path, timeframes)
     names = ", ".join(f"{d.flow_name}/{d.name}" for d in deployments)
     log.info("serving %d deployments: %s", len(deployments), names)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.orphans import PROCESS_HOOKS
 from flows.params import MonitorParams, RetrainParams
 from tasks.monitoring import (
     drift_of_features,
@@ -15,7 +16,7 @@ from tasks.monitoring import (
 )
 
 
-@flow(name="monitor", log_prints=True)
+@flow(name="monitor", log_prints=True, on_running=PROCESS_HOOKS)
 def monitor_flow(params: MonitorParams = MonitorParams()) -> dict:  # noqa: B008 - typed default
     """Judge the champion on realized outcomes; roll it back after M breaches in a row or
     when its change detector (paired log-loss difference) alarms."""

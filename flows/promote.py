@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.orphans import PROCESS_HOOKS
 from flows.params import RunParams
 from tasks.features import load_model_frame, split_frame
 from tasks.registry import apply_weekly, decide_registered, load_champion, newest_version
 from tasks.reporting import publish_decision
 
 
-@flow(name="promote", log_prints=True)
+@flow(name="promote", log_prints=True, on_running=PROCESS_HOOKS)
 def promote_flow(
     params: RunParams,
     challenger_version: str | None = None,

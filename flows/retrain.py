@@ -6,6 +6,7 @@ from prefect import flow
 
 from flows.build_features import build_features_flow
 from flows.ingest import ingest_flow
+from flows.orphans import PROCESS_HOOKS
 from flows.params import IngestParams, RetrainParams
 from flows.train import train_flow
 from flows.validate import validate_flow
@@ -15,7 +16,7 @@ from tasks.reporting import publish_decision, write_run_report
 from tasks.tuning import record_applied_tuning
 
 
-@flow(name="retrain", log_prints=True)
+@flow(name="retrain", log_prints=True, on_running=PROCESS_HOOKS)
 def retrain_flow(params: RetrainParams = RetrainParams()) -> dict:  # noqa: B008 - typed default
     """Weekly retrain: new data in; the week ends in a first champion, replace, refresh or keep."""
     cfg = params.load()

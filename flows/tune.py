@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import Field
 
+from flows.orphans import PROCESS_HOOKS
 from flows.params import RunParams
 from ml_core.config import CoincastConfig
 from tasks.features import load_model_frame, split_frame
@@ -46,7 +47,7 @@ class TuneParams(RunParams):
         return cfg.model_copy(update={"tuning": cfg.tuning.model_copy(update=update)})
 
 
-@flow(name="tune", log_prints=True)
+@flow(name="tune", log_prints=True, on_running=PROCESS_HOOKS)
 def tune_flow(params: TuneParams = TuneParams()) -> dict:  # noqa: B008 - typed default
     """Tune the configured models on purged validation; the next retrain uses the best."""
     cfg = params.load()

@@ -48,6 +48,7 @@ from mlflow.exceptions import MlflowException
 
 from ml_core.data.warehouse import Warehouse
 from ml_core.errors import RegistryError
+from ml_core.processes import pid_alive
 from ml_core.registry.store import RegistryStore
 
 log = logging.getLogger(__name__)
@@ -456,21 +457,9 @@ def _is_orphaned(move: AliasMove, *, stale_after_s: float) -> bool:
         if move.pid == os.getpid():
             with _IN_FLIGHT_LOCK:
                 return move.id not in _IN_FLIGHT
-        if not _pid_alive(move.pid):
+        if not pid_alive(move.pid):
             return True
     return (utc_now() - move.created_at).total_seconds() > stale_after_s
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0 or os.name == "nt":  # os.kill(pid, 0) would terminate it on Windows
-        return pid > 0
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _has(store: RegistryStore, version: str) -> bool:

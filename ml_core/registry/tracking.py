@@ -30,12 +30,18 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ml_core.errors import RegistryError
+from ml_core.processes import process_token, token_gone
 
 log = logging.getLogger(__name__)
 
 _ENV_TRACKING = "MLFLOW_TRACKING_URI"
 _ENV_REGISTRY = "MLFLOW_REGISTRY_URI"
 
+
+#: Run tag: the process (``<host>:<pid>``) that opened the run, so that a later command
+#: can end a run its killed process left RUNNING (``end_orphaned_runs``).
+TAG_PROCESS = "coincast.process"
+TAG_ENDED = "coincast.ended"
 
 _scope_lock = threading.Lock()
 _scope_stack: list[tuple[object, str, str]] = []  # (token, tracking_uri, registry_uri)
@@ -387,7 +393,7 @@ class TrackingContext:
         """
         if nested and parent_run_id is None:
             self.run_id  # noqa: B018 - raises a clear error when no run is open
-        str_tags = {k: str(v) for k, v in (tags or {}).items()}
+        str_tags = {TAG_PROCESS: process_token(), **{k: str(v) for k, v in (tags or {}).items()}}
         with mlflow_uri_scope(self.tracking_uri):
             run = mlflow.start_run(
                 experiment_id=self.experiment_id,
@@ -447,6 +453,40 @@ class TrackingContext:
     def log_text(self, text: str, artifact_file: str) -> None:
         """Store text as an artifact file."""
         self.client.log_text(self.run_id, text, artifact_file)
+
+
+def end_orphaned_runs(tracking_uri: str) -> list[str]:
+    """Mark KILLED the runs (of every experiment) still RUNNING whose process (tag
+    ``coincast.process``) is gone from this host, with a ``coincast.ended`` tag saying so;
+    returns their ids. A sqlite registry that does not exist yet is not created."""
+    sqlite = tracking_uri.startswith("sqlite:///")
+    if sqlite and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        return []
+    client = make_client(tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    ended = []
+    for run in client.search_runs(
+        experiments, filter_string="attributes.status = 'RUNNING'", max_results=500
+    ):
+        token = run.data.tags.get(TAG_PROCESS)
+        if not token_gone(token):
+            continue
+        client.set_tag(
+            run.info.run_id,
+            TAG_ENDED,
+            f"marked KILLED by {process_token()}: process {token} ended without finishing it",
+        )
+        client.set_terminated(run.info.run_id, status="KILLED")
+        ended.append(run.info.run_id)
+    if ended:
+        log.warning(
+            "%d MLflow run(s) left RUNNING by killed processes marked KILLED: %s",
+            len(ended),
+            ", ".join(ended),
+        )
+    return ended
 
 
 def _param_value(value: Any) -> str:

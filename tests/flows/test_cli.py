@@ -198,7 +198,7 @@ def test_a_bad_batch_is_found_by_id_and_removed_with_confirmation(tmp_path):
     listed = runner.invoke(app, ["batches", "--home", str(home)], env={"COLUMNS": "200"})
     assert listed.exit_code == 0, listed.output
     newest = listed.output.split("┡")[1].splitlines()[1].split("│")[1].strip()
-    assert len(newest) == 12 and "loaded" in listed.output
+    assert len(newest) == 8 and "loaded" in listed.output
 
     refused = runner.invoke(app, ["remove-batch", newest, "--home", str(home)], input="n\n")
     assert refused.exit_code == 1 and "deletes 100 candle(s)" in refused.output
