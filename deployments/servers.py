@@ -67,6 +67,7 @@ class ManagedProcess:
     proc: subprocess.Popen | None = None
     _log_file: IO[bytes] | None = None
     _started_at: float = 0.0
+    _reaper: subprocess.Popen | None = None
 
     @property
     def alive(self) -> bool:
@@ -87,6 +88,7 @@ class ManagedProcess:
             start_new_session=True,
         )
         self._started_at = time.monotonic()
+        self._reaper = _start_reaper(self.proc.pid)
         log.info("started %s (pid %d): %s", self.name, self.proc.pid, " ".join(self.argv))
 
     def wait_ready(self, timeout_s: float, poll_s: float = 0.5) -> float:
@@ -120,6 +122,13 @@ class ManagedProcess:
         _signal_group(pgid, signal.SIGKILL)
         if self.proc.poll() is None:
             self.proc.wait(timeout=5)
+        if self._reaper is not None:  # it ends by itself once the group is gone
+            try:
+                self._reaper.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._reaper.kill()
+                self._reaper.wait(timeout=5)
+            self._reaper = None
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -130,6 +139,45 @@ class ManagedProcess:
             return ""
         tail = self.log_path.read_text(errors="replace").strip().splitlines()[-15:]
         return f" Its log ({self.log_path}) ends with:\n" + "\n".join(tail)
+
+
+#: A watchdog per server: when the process that started the server dies without stopping
+#: it (``kill -9`` of `coincast ui`), the watchdog is re-parented; it then stops the
+#: server's whole process group (SIGTERM, SIGKILL after 10 s). It exits with the group.
+_REAPER = """
+import os, signal, sys, time
+owner, pgid = int(sys.argv[1]), int(sys.argv[2])
+def group_alive():
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+while group_alive():
+    if os.getppid() != owner:
+        for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 0.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                sys.exit(0)
+            end = time.monotonic() + grace
+            while time.monotonic() < end and group_alive():
+                time.sleep(0.2)
+        sys.exit(0)
+    time.sleep(0.5)
+"""
+
+
+def _start_reaper(pgid: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", _REAPER, str(os.getpid()), str(pgid)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # not in the terminal's group: a Ctrl-C is for `ui`
+    )
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -117,3 +117,29 @@ def test_ui_refuses_a_port_in_use(tmp_path):
     assert done.returncode == 1
     assert f"Port {port} on 127.0.0.1 is already in use" in done.stderr
     assert not (tmp_path / "logs").exists()  # nothing was started
+
+
+@pytest.mark.slow  # two real servers
+def test_a_killed_ui_leaves_no_server_behind(tmp_path):
+    prefect_port, mlflow_port = free_port(), free_port()
+    out_path = tmp_path / "ui.out"
+    cmd = [sys.executable, "-m", "coincast_cli", "ui", "--home", str(tmp_path / "home")]
+    cmd += ["--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port), "--no-serve"]
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("PREFECT_API_URL", None)
+    with out_path.open("wb") as out:
+        ui = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        _wait_for(out_path, "Press Ctrl-C", ui, timeout_s=240)
+        children = _descendants(ui.pid)
+        assert http_ok(f"http://127.0.0.1:{prefect_port}/api/health")
+        ui.send_signal(signal.SIGKILL)  # no chance to stop anything itself
+        ui.wait(timeout=10)
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and children & set(_proc_table()):
+        time.sleep(0.5)
+    assert not (children & set(_proc_table())), "servers outlived a killed `coincast ui`"
+    assert port_is_free("127.0.0.1", prefect_port) and port_is_free("127.0.0.1", mlflow_port)
