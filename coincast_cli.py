@@ -977,6 +977,8 @@ def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeO
         cfg = _config(home, config, timeframe, dataset=False)
         info = collect_status(cfg)
     console.print(_styled("coincast home", "bold", f": {cfg.home.resolve()}"))
+    if (problem := _home_problem(cfg.home)) is not None:
+        err_console.print(_styled("warning:", "bold yellow", f" {problem}"))
     if info["candles"] is not None:
         t = Table(title="Warehouse candles")
         for col in ["timeframe", "symbols", "rows", "first", "last"]:
@@ -1047,6 +1049,22 @@ def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeO
         console.print(t)
     for report in info.get("reports", []):
         console.print(f"Latest report: {report}")
+
+
+def _home_problem(home: Path) -> str | None:
+    """Why commands that write (ingest, retrain, ...) would fail in ``home``, or None."""
+    home = home.resolve()
+    existing = next(p for p in (home, *home.parents) if p.exists())
+    if not existing.is_dir():
+        what = "is a file" if existing == home else f"cannot be created: {existing} is a file"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == home else f"cannot be created in {existing}"
+    else:
+        return None
+    return (
+        f"the home {home} {what}; commands that write (ingest, retrain, score) will fail. "
+        "Use --home / COINCAST_HOME to point at a folder you can write to."
+    )
 
 
 DataSetsOpt = Annotated[

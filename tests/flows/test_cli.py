@@ -251,6 +251,10 @@ def test_an_unwritable_home_is_one_clear_error(tmp_path):
         assert result.exception.__class__ is SystemExit  # no traceback
         one_line = result.output.replace("\n", "")
         assert f"{blocker / 'home'}" in one_line and "Not a directory" in one_line
+    status = runner.invoke(app, ["status", "--home", str(blocker / "home")])
+    warning = " ".join(status.output.split())
+    assert status.exit_code == 0  # status only reads: it works, and says what will not
+    assert f"cannot be created: {blocker} is a file" in warning and "will fail" in warning
 
 
 def _silent_server():
