@@ -47,6 +47,7 @@ ui: install
 bench: install
 	$(PY) benchmarks/bench_features.py
 	$(PY) benchmarks/bench_retrain.py
+	$(PY) benchmarks/bench_blas.py
 	$(PY) benchmarks/bench_validation.py
 	$(PY) benchmarks/bench_gate.py
 	$(PY) benchmarks/bench_trees.py

@@ -41,8 +41,8 @@ def main() -> None:
     coincast = str(BIN / "coincast")
     try:
         t_ingest = timed([coincast, "ingest", *samples], env)
-        t_cold = timed([coincast, "retrain"], env)
-        t_warm = timed([coincast, "retrain"], env)
+        t_cold = timed([coincast, "retrain", "--timeframe", "1h"], env)
+        t_warm = timed([coincast, "retrain", "--timeframe", "1h"], env)
     finally:
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)

@@ -9,6 +9,7 @@ from prefect import flow
 
 from flows.orphans import PROCESS_HOOKS
 from flows.params import RunParams
+from ml_core.compute import limit_blas_threads
 from ml_core.config import CoincastConfig
 from ml_core.models.training import CandidateResult
 from ml_core.validation.split import SplitParts
@@ -40,6 +41,7 @@ class TrainOutcome:
 def train_flow(params: RunParams) -> TrainOutcome:
     """Fit every configured candidate and score it on held-out time (nothing is registered)."""
     cfg, tuned = apply_tuning(params.load())  # tuned params of the `tune` flow, if any
+    limit_blas_threads(cfg.models.blas_threads)  # small matrices: threaded BLAS only spins
     frame = load_model_frame(cfg)
     parts = split_frame(cfg, frame)
     regime_model = fit_regime_model(cfg, parts)

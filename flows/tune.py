@@ -7,6 +7,7 @@ from pydantic import Field
 
 from flows.orphans import PROCESS_HOOKS
 from flows.params import RunParams
+from ml_core.compute import limit_blas_threads
 from ml_core.config import CoincastConfig
 from tasks.features import load_model_frame, split_frame
 from tasks.training import fit_regime_model, with_regimes
@@ -51,6 +52,7 @@ class TuneParams(RunParams):
 def tune_flow(params: TuneParams = TuneParams()) -> dict:  # noqa: B008 - typed default
     """Tune the configured models on purged validation; the next retrain uses the best."""
     cfg = params.load()
+    limit_blas_threads(cfg.models.blas_threads)
     plan = plan_tuning(cfg)
     frame = load_model_frame(cfg)
     parts = split_frame(cfg, frame)

@@ -508,6 +508,14 @@ class ModelConfig(_Section):
     )
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
     sequence: SequenceConfig = Field(default_factory=SequenceConfig)
+    blas_threads: int | None = Field(
+        default=1,
+        ge=1,
+        description="BLAS threads while training (the logistic and ridge fits, the HMM, "
+        "CPCV refits). 1: the matrices here are small, and threaded OpenBLAS spinning beside "
+        "LightGBM's threads made the triple-barrier fit 3x slower on 2 cores (benchmarks/"
+        "bench_blas.py); None leaves the library default (all cores).",
+    )
 
     @field_validator("candidates")
     @classmethod
