@@ -44,6 +44,17 @@ def record_process(flow: object, flow_run: object, state: object) -> None:
 PROCESS_HOOKS = [record_process]
 
 
+class _QuietHook(logging.Filter):
+    """Prefect logs two INFO lines per hook run ("Running hook 'record_process' ...",
+    "... finished running successfully"): bookkeeping, not news. Errors still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or "'record_process'" not in str(record.msg)
+
+
+logging.getLogger("prefect.engine").addFilter(_QuietHook())
+
+
 def sweep(cfg: CoincastConfig) -> dict[str, list[str]]:
     """End what killed processes left running; returns the ids, by kind. Each store is
     checked on its own: one that cannot be read is logged and skipped."""
