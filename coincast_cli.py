@@ -839,11 +839,9 @@ def predict(
     """P(up) per horizon for the latest candle of each symbol, from the champion."""
     import pandas as pd
 
-    from ml_core.serving import predict_latest
-
     with _user_errors():
         cfg = _config(home, config, timeframe)
-        preds = predict_latest(cfg, symbol=symbol, alias=alias)
+        preds, via = _latest_predictions(cfg, symbol=symbol, alias=alias)
     _warn_stale(preds, cfg.data.timeframe)
     if "edge" not in preds.columns:  # a model registered before per-horizon skill existed
         preds["edge"] = True
@@ -858,7 +856,10 @@ def predict(
         index=["symbol", "ts"], columns="horizon", values="p_up"
     )
     wide = wide.reset_index()
-    table = Table(title=f"P(up) from {cfg.model_name}@{alias} (bars ahead, {cfg.data.timeframe})")
+    table = Table(
+        title=f"P(up) from {cfg.model_name}@{alias} v{preds['model_version'].iloc[0]} "
+        f"(bars ahead, {cfg.data.timeframe}){via}"
+    )
     table.add_column("symbol")
     table.add_column("latest candle (UTC)")
     horizons = [c for c in wide.columns if c not in ("symbol", "ts")]
@@ -873,6 +874,54 @@ def predict(
             "no edge: the champion showed no skill over the naive baselines at that horizon "
             "(see `coincast status` and the report), so it serves no number there."
         )
+
+
+@app.command("serve-model")
+def serve_model(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    alias: Annotated[str, typer.Option(help="Registry alias to serve.")] = "champion",
+    poll_seconds: Annotated[
+        float, typer.Option(help="How often to check the alias for a new version.")
+    ] = 5.0,
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    timeframe: TimeframeOpt = None,
+) -> None:
+    """A warm scoring service: the champion loaded once, P(up) over HTTP in milliseconds.
+
+    Swaps to the new version after a promotion or rollback without a restart. While it
+    runs, `coincast predict` on the same home answers through it.
+    """
+    from ml_core.service import ScoringService
+    from ml_core.service_app import serve
+
+    if poll_seconds <= 0:
+        _fail(ConfigError(f"--poll-seconds must be > 0, got {poll_seconds}."))
+    with _user_errors():
+        cfg = _config(home, config, timeframe)
+        serve(
+            ScoringService(cfg, alias=alias, poll_s=poll_seconds),
+            host=host,
+            port=port,
+            echo=console.print,
+        )
+
+
+def _latest_predictions(cfg: CoincastConfig, *, symbol: str | None, alias: str) -> tuple:
+    """Through a running `coincast serve-model` of this home when there is one (no model
+    load), else in this process; and a note naming the service for the table title."""
+    from ml_core.service import fetch_latest, running_service
+
+    url = running_service(cfg, alias)
+    if url is not None:
+        try:
+            return fetch_latest(url, symbol=symbol), f", served at {url}"
+        except OSError as exc:  # it stopped answering: score here instead
+            console.print(f"[dim]the service at {url} did not answer ({exc}); scoring here[/dim]")
+    from ml_core.serving import predict_latest
+
+    return predict_latest(cfg, symbol=symbol, alias=alias), ""
 
 
 def _p_text(p: float) -> str:

@@ -16,7 +16,8 @@ ALIASES = ("champion", "challenger", "previous")
 def predict_latest(
     cfg: CoincastConfig, *, symbol: str | None, alias: str = "champion"
 ) -> pd.DataFrame:
-    """P(up) per horizon at each symbol's latest candle, through the registered pyfunc."""
+    """P(up) per horizon (with uncertainty, expected return, edge and regime) at each
+    symbol's latest candle, from the registered pipeline (the pyfunc's own predict)."""
     from ml_core.registry.store import RegistryStore
 
     store = RegistryStore(cfg.tracking_uri, cfg.model_name)
@@ -27,9 +28,8 @@ def predict_latest(
         )
     lookback = int(info.tags.get("coincast.lookback_bars", "0")) or 1000
     candles = _recent_candles(cfg, symbol=symbol, n_bars=lookback + 5)
-    model = store.load_pyfunc(alias)
-    preds = model.predict(candles.drop(columns="timeframe"), params={"latest_only": True})
-    preds = pd.DataFrame(preds)
+    pipeline = store.load_pipeline(info.version)  # the version read above, though the alias moves
+    preds = pipeline.predict(candles.drop(columns="timeframe"), latest_only=True, with_regime=True)
     preds.insert(0, "model_version", info.version)
     return preds
 

@@ -147,8 +147,14 @@ class CandlePipeline:
             frame.drop(columns=["regime", *cols], errors="ignore"), self.regime_model
         )
 
-    def predict(self, candles: pd.DataFrame, latest_only: bool = False) -> pd.DataFrame:
-        """Score candles: one row per (symbol, ts with complete features, horizon)."""
+    def predict(
+        self, candles: pd.DataFrame, latest_only: bool = False, with_regime: bool = False
+    ) -> pd.DataFrame:
+        """Score candles: one row per (symbol, ts with complete features, horizon).
+
+        ``with_regime`` adds ``regime``: the most probable filtered market state at that
+        bar (e.g. ``Bull``), or None for a pipeline without a regime model.
+        """
         from ml_core.features import features_from_candles
 
         candles = _normalize_candles(candles, self.timeframe)
@@ -172,6 +178,7 @@ class CandlePipeline:
             last = feats.groupby("symbol")["ts"].transform("max")
             rows = np.flatnonzero((feats["ts"] == last).to_numpy())
         details = self.predict_details(feats, rows=rows)
+        regime = self._regime_names(feats) if with_regime else None
         out = [
             pd.DataFrame(
                 {
@@ -182,6 +189,7 @@ class CandlePipeline:
                     "uncertainty": details[h]["uncertainty"],
                     "exp_ret": details[h]["exp_ret"],
                     "edge": self.has_edge(h),
+                    **({} if regime is None else {"regime": regime}),
                 }
             )
             for h in self.horizons
@@ -193,6 +201,14 @@ class CandlePipeline:
             last = result.groupby("symbol")["ts"].transform("max")
             result = result[result["ts"] == last]
         return result.sort_values(["symbol", "ts", "horizon"], kind="stable").reset_index(drop=True)
+
+    def _regime_names(self, feats: pd.DataFrame) -> np.ndarray:
+        """The most probable regime per row of ``feats`` (None without a regime model)."""
+        if self.regime_model is None:
+            return np.full(len(feats), None, dtype=object)
+        names = state_names(self.regime_model.cfg.n_states)
+        probs = self.with_regime_features(feats)[regime_columns(self.regime_model)].to_numpy()
+        return np.asarray(names, dtype=object)[probs.argmax(axis=1)]
 
     def feature_importance(self) -> pd.DataFrame:
         """Importance per feature and horizon (long format), where the model offers it."""

@@ -26,6 +26,7 @@ from ml_core.data.ingest import ingest_frame
 from ml_core.data.warehouse import CANDLE_COLUMNS, Warehouse
 from ml_core.registry.promotion import read_audit
 from ml_core.registry.store import RegistryStore
+from tests.fitted_registry import fit_versions
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = ["BTC/USDT:USDT", "DOGE/USDT:USDT", "SOL/USDT:USDT"]
@@ -34,49 +35,6 @@ TRAIN_BARS = 2 * 1440
 HELD_BACK = 60
 HORIZONS = [15, 60]
 INITIAL_BARS = 600
-
-
-def _fit_versions(candles: pd.DataFrame, cfg: CoincastConfig) -> None:
-    """Fit and register v1 (logistic) and v2 (logistic + HMM regimes); v2 champion."""
-    from ml_core.features import FEATURE_COLUMNS, build_model_frame
-    from ml_core.models.pipeline import fit_pipeline
-    from ml_core.regime.hmm import RegimeModel, add_regime_features
-    from ml_core.registry.store import log_pipeline
-    from ml_core.registry.tracking import TrackingContext
-    from ml_core.validation.split import chronological_split
-
-    train = candles.groupby("symbol").head(TRAIN_BARS)
-    con = duckdb.connect()
-    con.register("c", train)
-    frame = build_model_frame(
-        con, timeframe="1m", horizons=HORIZONS, cfg=cfg.features, relation="c"
-    )
-    con.close()
-    parts = chronological_split(
-        frame, horizons=HORIZONS, cfg=cfg.split, complete_columns=list(FEATURE_COLUMNS)
-    )
-    regime = RegimeModel(cfg.regime.model_copy(update={"n_iter": 30})).fit(parts.train)
-    with_regime = type(parts)(
-        *(add_regime_features(p, regime) for p in (parts.train, parts.val, parts.test)),
-        gap_bars=parts.gap_bars,
-        first_ts=parts.first_ts,
-    )
-    common = {"horizons": HORIZONS, "timeframe": "1m", "feature_cfg": cfg.features}
-    v1 = fit_pipeline("logistic", parts, model_cfg=cfg.models, **common)
-    v2 = fit_pipeline("logistic", with_regime, model_cfg=cfg.models, regime_model=regime, **common)
-    tracking = TrackingContext(cfg.tracking_uri, cfg.artifact_location, "coincast")
-    example = train[train["symbol"] == SYMBOLS[0]].tail(v2.lookback_bars + 5)
-    for pipe in (v1, v2):
-        with tracking.start_run("fit"):
-            log_pipeline(
-                pipe,
-                tracking=tracking,
-                model_name=cfg.model_name,
-                input_example=example.drop(columns="timeframe"),
-            )
-    store = RegistryStore(cfg.tracking_uri, cfg.model_name)
-    store.set_alias("previous", "1")
-    store.set_alias("champion", "2")
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +56,7 @@ def base_home(tmp_path_factory, sample_1m):
     with Warehouse(cfg.warehouse_path).connect() as con:  # the quality gate has its own tests
         con.register("head_in", head[CANDLE_COLUMNS])
         con.execute("INSERT INTO candles BY NAME SELECT * FROM head_in")
-    _fit_versions(subset, cfg)
+    fit_versions(subset, cfg, horizons=HORIZONS, train_bars=TRAIN_BARS)
     return root, cfg, last
 
 
