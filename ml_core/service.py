@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +46,8 @@ CANDLE_FIELDS = ["symbol", "ts", "open", "high", "low", "close", "volume"]
 MAX_CANDLES = 200_000
 #: Answers kept per service (one per distinct candle window and version).
 CACHE_SIZE = 2048
+#: A version that failed to load is tried again after this many seconds (not every poll).
+RETRY_FAILED_S = 60.0
 
 
 class NoModelError(RegistryError):
@@ -78,6 +81,7 @@ class ScoringService:
         #: Warehouse candles read per (file stamp, lookback, symbol): no DuckDB round trip
         #: while the warehouse file is unchanged.
         self._candles: dict[tuple[Any, int, str | None], pd.DataFrame] = {}
+        self._failed: tuple[str | None, float] = (None, 0.0)  # version, monotonic time
         self.last_check: datetime | None = None
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -102,12 +106,17 @@ class ScoringService:
                 if info is not None:
                     self.last_error = None
                 return False
+            failed_version, failed_at = self._failed
+            if failed_version == info.version and time.monotonic() - failed_at < RETRY_FAILED_S:
+                return False  # do not reload a broken version on every poll
             try:
                 pipeline = self.store.load_pipeline(info.version)
             except Exception as exc:  # noqa: BLE001 - keep serving what is loaded
+                self._failed = (info.version, time.monotonic())
                 self.last_error = f"v{info.version} could not be loaded: {exc}"
                 log.error("%s", self.last_error)
                 return False
+            self._failed = (None, 0.0)
             lookback = int(info.tags.get("coincast.lookback_bars", "0") or 0)
             before = self._served.version if self._served else None
             self._served = Served(

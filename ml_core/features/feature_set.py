@@ -54,6 +54,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
+
+import threading
 
 import duckdb
 import pandas as pd
@@ -237,17 +241,54 @@ def features_from_candles(
     only recent candles (default: each symbol's first row in the frame).
     """
     frame, tf = candle_frame_for_sql(candles, timeframe)
-    con = duckdb.connect()
+    scratch = _scratch()
+    con = scratch.con
+    _load(con, "candles_in", frame[[*CANDLE_IN_COLUMNS]])
+    first_rel = None
+    if first_ts is not None:
+        _load(con, "first_ts_in", _first_ts_frame(frame, first_ts))
+        first_rel = "first_ts_in"
+    source = _sql.candle_source("candles_in", symbols=None, first_ts_relation=first_rel)
+    if not re.fullmatch(r"[0-9]+[a-zA-Z]+", tf):  # it goes into the statement's text
+        raise DataContractError(f"timeframe {tf!r} is not like 1m, 1h or 1d.")
+    sql = _sql.render(source, feature_stages(tf, cfg)).replace("$timeframe", f"'{tf}'")
+    name = scratch.prepared.get(sql)
+    if name is None:  # planned once per thread and query text, then only executed
+        name = scratch.prepared[sql] = f"features_{len(scratch.prepared)}"
+        con.execute(f"PREPARE {name} AS {sql}")
+    return con.sql(f"EXECUTE {name}").to_arrow_table().to_pandas()
+
+
+#: The serving tables of the scratch database (``candle_frame_for_sql``'s columns).
+CANDLE_IN_COLUMNS = ("symbol", "ts", "open", "high", "low", "close", "volume", "timeframe")
+
+_SCRATCH = threading.local()
+# a forked child must not use its parent's database handle
+os.register_at_fork(after_in_child=lambda: _SCRATCH.__dict__.clear())
+
+
+def _scratch() -> threading.local:
+    """This thread's in-memory DuckDB for serving queries, with its two input tables and
+    prepared feature queries. Opening a database and planning the feature query each cost
+    more than running it over one symbol's lookback, so both happen once per thread."""
+    if getattr(_SCRATCH, "con", None) is None:
+        con = duckdb.connect()
+        con.execute(
+            """CREATE TABLE candles_in (symbol VARCHAR, ts TIMESTAMP, open DOUBLE, high DOUBLE,
+                 low DOUBLE, close DOUBLE, volume DOUBLE, timeframe VARCHAR);
+               CREATE TABLE first_ts_in (symbol VARCHAR, first_ts TIMESTAMP, first_close DOUBLE)"""
+        )
+        _SCRATCH.con, _SCRATCH.prepared = con, {}
+    return _SCRATCH
+
+
+def _load(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
+    """Replace the rows of ``table`` by ``frame`` (same columns, same order)."""
+    con.register("rows_in", frame)
     try:
-        con.register("candles_in", frame)
-        first_rel = None
-        if first_ts is not None:
-            con.register("first_ts_in", _first_ts_frame(frame, first_ts))
-            first_rel = "first_ts_in"
-        source = _sql.candle_source("candles_in", symbols=None, first_ts_relation=first_rel)
-        return _sql.fetch_df(con, _sql.render(source, feature_stages(tf, cfg)), {"timeframe": tf})
+        con.execute(f"DELETE FROM {table}; INSERT INTO {table} SELECT * FROM rows_in")
     finally:
-        con.close()
+        con.unregister("rows_in")
 
 
 def candle_frame_for_sql(candles: pd.DataFrame, timeframe: str | None) -> tuple[pd.DataFrame, str]:

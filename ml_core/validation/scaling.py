@@ -39,11 +39,19 @@ class SymbolRobustScaler:
         """Scaled feature matrix (float64, rows in the frame's order)."""
         if not hasattr(self, "center_"):
             raise NotFittedError("SymbolRobustScaler.transform called before fit(train).")
-        center = self.center_.reindex(frame["symbol"]).fillna(self.pooled_center_)
-        scale = self.scale_.reindex(frame["symbol"]).fillna(self.pooled_scale_)
+        center = _per_row(self.center_, self.pooled_center_, frame["symbol"])
+        scale = _per_row(self.scale_, self.pooled_scale_, frame["symbol"])
         x = frame[self.columns].to_numpy(dtype=np.float64)
-        z = (x - center.to_numpy()) / scale.to_numpy()
+        z = (x - center) / scale
         return np.clip(z, -self.clip, self.clip)
+
+
+def _per_row(stats: pd.DataFrame, pooled: pd.Series, symbols: pd.Series) -> np.ndarray:
+    """``stats`` row of each symbol (rows x columns), the pooled value where the symbol or
+    its statistic is missing: ``reindex(...).fillna(pooled)`` in one array operation."""
+    values = stats.reindex(symbols).to_numpy(dtype=np.float64)
+    fallback = pooled.reindex(stats.columns).to_numpy(dtype=np.float64)
+    return np.where(np.isnan(values), fallback, values)
 
 
 def _safe_scale(iqr: pd.DataFrame) -> pd.DataFrame:

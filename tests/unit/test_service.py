@@ -170,6 +170,33 @@ def test_an_unknown_symbol_is_404_and_no_champion_is_503(client, served_home, tm
     assert reply.status_code == 503 and "coincast retrain" in reply.json()["detail"]
 
 
+def test_a_version_that_cannot_be_loaded_is_not_swapped_in(client, served_home):
+    from urllib.parse import urlparse
+
+    from mlflow import MlflowClient
+
+    http, service = client
+    store = RegistryStore(served_home.tracking_uri, served_home.model_name)
+    source = store.get_version("1").source  # models:/m-<id>
+    logged = MlflowClient(tracking_uri=served_home.tracking_uri).get_logged_model(
+        source.rsplit("/", 1)[-1]
+    )
+    pickle = next(Path(urlparse(logged.artifact_location).path).rglob("pipeline*"))
+    original = pickle.read_bytes()
+    try:
+        pickle.write_bytes(original + b"tampered")
+        store.set_alias("champion", "1")
+        assert service.refresh() is False
+        health = http.get("/health").json()
+        assert health["status"] == "degraded" and health["version"] == "2"
+        assert "changed since they were registered" in health["error"]
+        assert http.get("/predict").json()["version"] == "2"  # still the loaded version
+    finally:
+        pickle.write_bytes(original)
+        store.set_alias("champion", "2")
+    assert service.refresh() is False and service.health()["status"] == "ok"
+
+
 def test_a_horizon_without_edge_is_null_not_a_number():
     preds = pd.DataFrame(
         {
