@@ -208,13 +208,15 @@ class ScoringService:
         frames = []
         for symbol in symbols or [None]:
             key = (stamp, served.lookback, symbol)
-            frame = self._candles.get(key)
+            with self._cache_lock:
+                frame = self._candles.get(key)
             if frame is None:  # the warehouse changed since the last read (or first read)
                 frame = _recent_candles(self.cfg, symbol=symbol, n_bars=served.lookback + 5)
                 frame = frame.drop(columns="timeframe")
-                if self._candles and next(iter(self._candles))[0] != stamp:
-                    self._candles.clear()
-                self._candles[key] = frame
+                with self._cache_lock:
+                    if any(k[0] != stamp for k in self._candles):
+                        self._candles.clear()
+                    self._candles[key] = frame
             frames.append(frame)
         candles = pd.concat(frames, ignore_index=True)
         records = self._scored(served, candles)
