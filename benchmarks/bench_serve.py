@@ -14,7 +14,9 @@ as a polling bot holds). Figures, median (p50) and p95 over ``--calls``:
   (the window slides by one bar, so no answer is cached): the real cost per bar;
 * ``repeat``: the same candles again (a poll before the next bar closes);
 * ``GET``: ``/predict/SYMBOL`` from the warehouse while it is unchanged;
-* ``50 symbols``: one POST with 50 symbols' windows, a new bar each call.
+* ``50 symbols``: one POST with 50 symbols' windows, a new bar each call;
+* ``pyfunc``: the reference, the registered pyfunc loaded in this process and asked
+  for the same sliding windows (no HTTP, no JSON).
 
 Then the `coincast predict` command as a whole process, for the logistic model:
 with the service running (it answers through it) and without (it loads the
@@ -110,6 +112,14 @@ def bench_model(name: str, pipe: object, candles: pd.DataFrame, root: Path, call
     n = len(one)
     windows = [one.iloc[n - lookback - i : n - i] for i in range(calls + 3)][::-1]
     out: dict[str, list[float]] = {"new bar": [], "repeat": [], "GET": [], "50 symbols": []}
+    # the reference: the registered pyfunc in this process, the same sliding windows
+    pyfunc = RegistryStore(cfg.tracking_uri, cfg.model_name).load_pyfunc("1")
+    out["pyfunc"] = []
+    for i, w in enumerate(windows):
+        start = time.perf_counter()
+        pyfunc.predict(w, params={"latest_only": True})
+        if i >= 3:
+            out["pyfunc"].append((time.perf_counter() - start) * 1e3)
     for i, w in enumerate(windows):
         t = _timed(conn, "POST", "/predict", _body(w))
         if i >= 3:

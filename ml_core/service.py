@@ -77,6 +77,7 @@ class ScoringService:
         self._served: Served | None = None
         self._swap = threading.Lock()  # one load at a time; readers never wait on it
         self._cache: OrderedDict[tuple[str, str], list[dict[str, Any]]] = OrderedDict()
+        self._replies: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
         self._cache_lock = threading.Lock()
         #: Warehouse candles read per (file stamp, lookback, symbol): no DuckDB round trip
         #: while the warehouse file is unchanged.
@@ -128,6 +129,7 @@ class ScoringService:
             self.last_error = None
             with self._cache_lock:
                 self._cache.clear()
+                self._replies.clear()
             log.info(
                 "%s@%s: now serving v%s%s",
                 self.cfg.model_name,
@@ -198,6 +200,21 @@ class ScoringService:
                 "at least that many, oldest first or in any order."
             )
         return self._reply(served, records, unscored=missing)
+
+    def cached_reply(self, body: bytes) -> dict[str, Any] | None:
+        """The reply already given to this exact request body by the version now served
+        (a client polling before the next bar closes): no parsing, no scoring."""
+        served = self._served
+        if served is None:
+            return None
+        with self._cache_lock:
+            return self._replies.get((served.version, _digest(body)))
+
+    def remember_reply(self, body: bytes, reply: dict[str, Any]) -> None:
+        with self._cache_lock:
+            self._replies[(reply["version"], _digest(body))] = reply
+            while len(self._replies) > CACHE_SIZE:
+                self._replies.popitem(last=False)
 
     def predict_symbols(self, symbols: list[str] | None = None) -> dict[str, Any]:
         """The latest warehouse bar of ``symbols`` (all symbols when None)."""
@@ -327,6 +344,10 @@ def _file_stamp(path: Path) -> tuple[int, int, int, int]:
         except FileNotFoundError:
             stamp += [0, 0]
     return (stamp[0], stamp[1], stamp[2], stamp[3])
+
+
+def _digest(body: bytes) -> str:
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
 def _fingerprint(candles: pd.DataFrame) -> str:

@@ -71,17 +71,20 @@ def test_runs_a_killed_command_left_running_are_ended_by_the_next_command(tmp_pa
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         cwd=Path(__file__).resolve().parents[2],
+        start_new_session=True,  # its own group: Prefect's ephemeral server goes with it
     )
     try:
         assert proc.stdout.readline().strip() == b"running", "the flow never ran"
         flows, runs = _query(prefect_db, running_flows), _query(mlflow_db, running_mlflow)
         assert len(flows) == 1 and len(runs) == 2  # the flow run; a run and its nested run
         assert flows[0][1].endswith(f":{proc.pid}")
-        proc.send_signal(signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # the flow's process and the server it started
         proc.wait(timeout=10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     assert _query(prefect_db, running_flows) and _query(mlflow_db, running_mlflow)  # left
     exe = Path(sys.executable).with_name("coincast")
