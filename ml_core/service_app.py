@@ -7,6 +7,7 @@ Kept apart from ``ml_core.service`` so that finding a running service (what
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -24,9 +25,11 @@ from ml_core.service import NoModelError, ScoringService, state_file
 
 def create_app(service: ScoringService) -> Any:
     """The FastAPI app over ``service`` (routes in the module docstring)."""
-    app = FastAPI(
+    app = FastAPI(  # no /docs: its pages load assets from a CDN; /openapi.json is served
         title="coincast scoring service",
         description=f"{service.cfg.model_name}@{service.alias}: P(up) per horizon.",
+        docs_url=None,
+        redoc_url=None,
     )
 
     def answer(call: Any, *, not_found: bool = False) -> Any:
@@ -100,6 +103,10 @@ def serve(
                 f"Cannot listen on {host}:{port} ({exc.strerror or exc}); another service may "
                 "run there. Pick another with --port."
             ) from exc
+    handler = logging.StreamHandler()  # swaps and failed loads, as they happen
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logging.getLogger("ml_core.service").addHandler(handler)
+    logging.getLogger("ml_core.service").setLevel(logging.INFO)
     service.refresh()
     service.start_watching()
     url = f"http://{host}:{port}"
@@ -111,7 +118,7 @@ def serve(
     echo(f"Serving {service.cfg.model_name}@{service.alias} {what} at {url}")
     echo(
         f"  GET {url}/predict/SYMBOL   GET {url}/predict   POST {url}/predict   "
-        f"GET {url}/health   (docs: {url}/docs)"
+        f"GET {url}/health   (API: {url}/openapi.json)"
     )
     echo(f"  the alias is checked every {service.poll_s:g} s; Ctrl-C stops.")
     # uvicorn re-raises a SIGTERM it caught once it has shut down: end through `finally`
