@@ -1062,6 +1062,11 @@ def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeO
         console.print(f"Registered models {names} have no champion yet: run `coincast retrain`.")
     else:
         console.print("No registered model yet: run `coincast retrain`.")
+    for svc in info.get("services", []):
+        where = f"{svc['model']}@{svc['alias']} at {svc['url']} (pid {svc['pid']})"
+        console.print(
+            _styled("Scoring service", "bold", f": {where}; `coincast predict` answers through it")
+        )
     for model in info["models"]:
         for r in model["aliases"]:
             if r.get("missing"):

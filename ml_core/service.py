@@ -398,6 +398,24 @@ def running_service(cfg: CoincastConfig, alias: str = "champion") -> str | None:
     return str(info["url"])
 
 
+def running_services(cfg: CoincastConfig) -> list[dict[str, Any]]:
+    """Every live `coincast serve-model` of this home: model, alias, url, pid."""
+    import json
+
+    from ml_core.processes import pid_alive
+
+    out = []
+    for path in sorted((cfg.home.resolve() / "serve").glob("*@*.json")):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if pid_alive(int(info.get("pid", 0))):
+            alias = path.stem.rsplit("@", 1)[1]
+            out.append({"model": info.get("model", ""), "alias": alias, **info})
+    return out
+
+
 def fetch_latest(url: str, *, symbol: str | None, timeout_s: float = 10.0) -> pd.DataFrame:
     """``predict_latest``'s frame from a running service at ``url`` (``OSError`` when it
     does not answer; a ``DataContractError``/``RegistryError`` with its message on 4xx/5xx)."""

@@ -126,6 +126,9 @@ def collect_status(cfg: CoincastConfig) -> dict[str, Any]:
             for n in names
             for m in unfinished_moves(wh, n)
         ]
+    from ml_core.service import running_services
+
+    info["services"] = running_services(cfg)
     reports = [cfg.reports_dir / n / "latest.html" for n in names]
     info["reports"] = [str(r) for r in reports if r.exists()]
     info["report"] = info["reports"][0] if len(info["reports"]) == 1 else None

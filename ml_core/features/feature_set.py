@@ -56,7 +56,6 @@ import logging
 import math
 import os
 import re
-
 import threading
 
 import duckdb

@@ -8,6 +8,7 @@ opened by ``TrackingContext``) that waits; the next command is a real `coincast 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -81,10 +82,8 @@ def test_runs_a_killed_command_left_running_are_ended_by_the_next_command(tmp_pa
         os.killpg(proc.pid, signal.SIGKILL)  # the flow's process and the server it started
         proc.wait(timeout=10)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     assert _query(prefect_db, running_flows) and _query(mlflow_db, running_mlflow)  # left
     exe = Path(sys.executable).with_name("coincast")

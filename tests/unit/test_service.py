@@ -266,6 +266,15 @@ def test_a_running_service_follows_the_alias_and_serves_the_predict_command(serv
         )
         assert out.returncode == 0, out.stderr
         assert f"served at {url}" in out.stdout and "v2" in out.stdout
+        shown = subprocess.run(
+            [*cli, "status", "--home", str(served_home.home)],
+            cwd=ROOT,
+            env={**env, "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert f"Scoring service: {served_home.model_name}@champion at {url}" in shown.stdout
 
         store.set_alias("champion", "1")  # a rollback, as `coincast rollback` makes it
         deadline = time.monotonic() + 30
