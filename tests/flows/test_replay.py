@@ -1,10 +1,10 @@
-"""`coincast replay` end to end: 2 weekly cycles of the real flows on real 1h candles.
+"""`coincast replay` end to end: 3 weekly cycles of the real flows on real 1h candles.
 
 Three homes (coincast, latest, frozen), each with a real DuckDB warehouse, an
 MLflow sqlite registry and the promotions audit, run on the session's Prefect
 test server. The config is the fast one of the other flow tests (logistic
 only, no regimes, no triple barrier, a small CPCV), and the daily schedules
-are thinned to Tuesday/Friday scoring and one Friday monitor so the file stays
+are thinned to Friday scoring and one Friday monitor so the file stays
 within a few minutes; the weekly retrain keeps the deployment's cron.
 """
 
@@ -23,9 +23,9 @@ from ml_core.replay.clock import ClockViolation, replay_schedule, scoring_window
 pytestmark = pytest.mark.slow
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
-START = "2024-02-26"  # a Monday: retrains on 02-26 and 03-04 at 03:00
-N_WEEKS = 2
-PREDICT_CRON = "10 0 * * 2,5"
+START = "2024-02-26"  # a Monday: retrains on 02-26, 03-04 and 03-11 at 03:00
+N_WEEKS = 3
+PREDICT_CRON = "10 0 * * 5"  # Fridays: each scores the week's closed bars
 MONITOR_CRON = "30 0 8 3 *"  # the Friday of week 2
 HORIZONS = [1, 4]
 BAR = pd.Timedelta(hours=1)
