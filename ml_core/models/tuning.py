@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import optuna
 import pandas as pd
 
 from ml_core.config import CoincastConfig, ModelConfig
@@ -48,6 +47,9 @@ from ml_core.models.base import (
 )
 from ml_core.validation.scaling import SymbolRobustScaler
 from ml_core.validation.split import SplitParts
+
+if TYPE_CHECKING:  # optuna is imported where a study runs: a retrain never pays for it
+    import optuna
 
 log = logging.getLogger(__name__)
 
@@ -338,6 +340,8 @@ class StudyOutcome:
 
 def open_study(cfg: CoincastConfig, name: str) -> optuna.Study:
     """Create or load study ``name`` in the configured storage (maximising AUC)."""
+    import optuna
+
     url = storage_url(cfg)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -368,6 +372,8 @@ def run_study(
     on_trial: Callable[[TrialRecord], None] | None = None,
 ) -> StudyOutcome:
     """Run ``n_trials`` more trials (default ``tuning.n_trials``) of one study and return it."""
+    import optuna
+
     check_tunable([candidate])
     name = study_name(cfg.model_name, candidate, group)
     study = open_study(cfg, name)
@@ -449,6 +455,8 @@ def _outcome(
     url: str,
     n_before: int,
 ) -> StudyOutcome:
+    import optuna
+
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
     n_complete = states.count(optuna.trial.TrialState.COMPLETE)
