@@ -92,6 +92,11 @@ def _prefect_env(cfg: CoincastConfig) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("PREFECT_HOME", str(cfg.home.resolve() / "prefect"))
+    if "PREFECT_API_URL" not in os.environ and (cfg.home / "prefect" / "ui-server.json").exists():
+        from deployments.servers import running_ui_api
+
+        if (api := running_ui_api(cfg.home)) is not None:  # no temporary server: its UI shows
+            os.environ["PREFECT_API_URL"] = api
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     # a verified model load copies its ~100 files: no per-file progress bar on the console
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -362,6 +362,41 @@ def supervised(procs: Sequence[ManagedProcess], timeout_s: float = 120.0) -> Ite
             proc.stop()
 
 
+def ui_state_file(home: Path) -> Path:
+    """Where a running `coincast ui` names its Prefect API for the commands of ``home``."""
+    return home.resolve() / "prefect" / "ui-server.json"
+
+
+@contextmanager
+def _announced(cfg: CoincastConfig) -> Iterator[None]:
+    """While the servers run, ``ui_state_file`` names this Prefect API and this process."""
+    d = cfg.deployments
+    path = ui_state_file(cfg.home)
+    api_url = f"http://{_probe_host(d.host)}:{d.prefect_port}/api"
+    path.write_text(json.dumps({"api_url": api_url, "pid": os.getpid()}))
+    try:
+        yield
+    finally:
+        with suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+
+
+def running_ui_api(home: Path) -> str | None:
+    """The Prefect API of a live `coincast ui` of ``home`` that answers its health check,
+    else None (no file, its process gone, or no answer within a second)."""
+    from ml_core.processes import pid_alive
+
+    try:
+        info = json.loads(ui_state_file(home).read_text())
+    except (OSError, ValueError):
+        return None
+    if not pid_alive(int(info.get("pid", 0))):
+        return None
+    url = str(info.get("api_url", ""))
+    return url if url and http_ok(f"{url}/health", timeout_s=1.0) else None
+
+
 def run_ui(
     cfg: CoincastConfig,
     config_path: str | None = None,
@@ -389,10 +424,11 @@ def run_ui(
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         echo(f"Starting {', '.join(p.name for p in procs)} (logs in {cfg.home.resolve()}/logs)")
-        with supervised(procs, timeout_s=timeout_s) as ready_s:
+        with supervised(procs, timeout_s=timeout_s) as ready_s, _announced(cfg):
             for proc in procs:
                 where = proc.url or f"serving deployments to {proc.env.get('PREFECT_API_URL')}"
                 echo(f"  {proc.name:<18} {where}  (ready in {ready_s[proc.name]} s)")
+            echo("coincast commands on this home run their flows on this Prefect server.")
             echo("Press Ctrl-C to stop all of them.")
             running.set()
             while not stop.wait(1.0):

@@ -71,7 +71,8 @@ def _wait_for(path: Path, text: str, proc: subprocess.Popen, timeout_s: float) -
 def test_ui_starts_all_servers_on_localhost_and_stops_them_on_ctrl_c(tmp_path):
     prefect_port, mlflow_port = free_port(), free_port()
     out_path = tmp_path / "ui.out"
-    cmd = [sys.executable, "-m", "coincast_cli", "ui", "--home", str(tmp_path / "home")]
+    home = tmp_path / "home"
+    cmd = [sys.executable, "-m", "coincast_cli", "ui", "--home", str(home)]
     cmd += ["--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)]
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("PREFECT_API_URL", None)
@@ -94,12 +95,39 @@ def test_ui_starts_all_servers_on_localhost_and_stops_them_on_ctrl_c(tmp_path):
         children = _descendants(ui.pid)
         assert len(children) >= 3  # prefect server, mlflow (+ its worker), coincast serve
 
+        # a command on this home runs its flow on the UI's server (no temporary server),
+        # so the run is in the UI; here `score` on a home with no model yet
+        from tests.flows.test_cli import _candles
+
+        data = tmp_path / "ABC_USDT-1m.csv"
+        _candles().to_csv(data, index=False)
+        cli = [sys.executable, "-m", "coincast_cli"]
+        for args in (["ingest", str(data)], ["score"]):
+            done = subprocess.run(
+                [*cli, *args, "--home", str(home)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            said = done.stdout + done.stderr
+            assert "temporary server" not in said, said
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{prefect_port}/api/flow_runs/filter",
+            data=b"{}",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request) as resp:
+            runs = json.load(resp)
+        assert len(runs) == 1 and runs[0]["state_type"] in {"COMPLETED", "FAILED"}, said
+
         ui.send_signal(signal.SIGINT)
         assert ui.wait(timeout=90) == 0
     finally:
         if ui.poll() is None:
             ui.kill()
     assert "All servers stopped." in out_path.read_text()
+    assert not (home / "prefect" / "ui-server.json").exists()
     assert port_is_free("127.0.0.1", prefect_port) and port_is_free("127.0.0.1", mlflow_port)
     assert not (children & set(_proc_table())), "orphaned server processes"
 
