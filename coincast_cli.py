@@ -92,7 +92,7 @@ def _prefect_env(cfg: CoincastConfig) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("PREFECT_HOME", str(cfg.home.resolve() / "prefect"))
-    if "PREFECT_API_URL" not in os.environ and (cfg.home / "prefect" / "ui-server.json").exists():
+    if "PREFECT_API_URL" not in os.environ:
         from deployments.servers import running_ui_api
 
         if (api := running_ui_api(cfg.home)) is not None:  # no temporary server: its UI shows

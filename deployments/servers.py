@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ from typing import IO
 
 from ml_core.config import CoincastConfig
 from ml_core.errors import CoincastError, ConfigError
+from ml_core.processes import live_record, read_live_record
 
 log = logging.getLogger(__name__)
 
@@ -367,33 +368,18 @@ def ui_state_file(home: Path) -> Path:
     return home.resolve() / "prefect" / "ui-server.json"
 
 
-@contextmanager
-def _announced(cfg: CoincastConfig) -> Iterator[None]:
+def _announced(cfg: CoincastConfig) -> AbstractContextManager[None]:
     """While the servers run, ``ui_state_file`` names this Prefect API and this process."""
     d = cfg.deployments
-    path = ui_state_file(cfg.home)
     api_url = f"http://{_probe_host(d.host)}:{d.prefect_port}/api"
-    path.write_text(json.dumps({"api_url": api_url, "pid": os.getpid()}))
-    try:
-        yield
-    finally:
-        with suppress(OSError, ValueError):
-            if json.loads(path.read_text()).get("pid") == os.getpid():
-                path.unlink()
+    return live_record(ui_state_file(cfg.home), {"api_url": api_url})
 
 
 def running_ui_api(home: Path) -> str | None:
     """The Prefect API of a live `coincast ui` of ``home`` that answers its health check,
     else None (no file, its process gone, or no answer within a second)."""
-    from ml_core.processes import pid_alive
-
-    try:
-        info = json.loads(ui_state_file(home).read_text())
-    except (OSError, ValueError):
-        return None
-    if not pid_alive(int(info.get("pid", 0))):
-        return None
-    url = str(info.get("api_url", ""))
+    info = read_live_record(ui_state_file(home))
+    url = str((info or {}).get("api_url", ""))
     return url if url and http_ok(f"{url}/health", timeout_s=1.0) else None
 
 

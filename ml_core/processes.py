@@ -9,8 +9,13 @@ is never judged: that process may be alive.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
 
 
 def process_token() -> str:
@@ -42,3 +47,31 @@ def pid_alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+@contextmanager
+def live_record(path: Path, info: dict[str, Any]) -> Iterator[None]:
+    """``info`` and this process's ``pid`` in the JSON file ``path`` while the block runs
+    (a running server naming itself); removed after, unless another process took it over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**info, "pid": os.getpid()}))
+    try:
+        yield
+    finally:
+        with suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+
+
+def read_live_record(path: Path) -> dict[str, Any] | None:
+    """The record ``live_record`` wrote at ``path`` while its process still runs; None when
+    there is none, and a record left by a killed process is removed."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not pid_alive(int(info.get("pid", 0))):
+        with suppress(OSError):
+            path.unlink()
+        return None
+    return info

@@ -218,7 +218,7 @@ class ScoringService:
 
     def predict_symbols(self, symbols: list[str] | None = None) -> dict[str, Any]:
         """The latest warehouse bar of ``symbols`` (all symbols when None)."""
-        from ml_core.serving import _recent_candles
+        from ml_core.serving import recent_candles
 
         served = self.served()
         stamp = _file_stamp(self.cfg.warehouse_path)
@@ -228,7 +228,7 @@ class ScoringService:
             with self._cache_lock:
                 frame = self._candles.get(key)
             if frame is None:  # the warehouse changed since the last read (or first read)
-                frame = _recent_candles(self.cfg, symbol=symbol, n_bars=served.lookback + 5)
+                frame = recent_candles(self.cfg, symbol=symbol, n_bars=served.lookback + 5)
                 frame = frame.drop(columns="timeframe")
                 with self._cache_lock:
                     if any(k[0] != stamp for k in self._candles):
@@ -383,36 +383,20 @@ def state_file(cfg: CoincastConfig, alias: str = "champion") -> Path:
 
 def running_service(cfg: CoincastConfig, alias: str = "champion") -> str | None:
     """The URL of a live service for this home, model and alias (None if none runs)."""
-    import json
+    from ml_core.processes import read_live_record
 
-    from ml_core.processes import pid_alive
-
-    path = state_file(cfg, alias)
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not pid_alive(int(info.get("pid", 0))):
-        path.unlink(missing_ok=True)
-        return None
-    return str(info["url"])
+    info = read_live_record(state_file(cfg, alias))
+    return None if info is None else str(info["url"])
 
 
 def running_services(cfg: CoincastConfig) -> list[dict[str, Any]]:
     """Every live `coincast serve-model` of this home: model, alias, url, pid."""
-    import json
-
-    from ml_core.processes import pid_alive
+    from ml_core.processes import read_live_record
 
     out = []
     for path in sorted((cfg.home.resolve() / "serve").glob("*@*.json")):
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if pid_alive(int(info.get("pid", 0))):
-            alias = path.stem.rsplit("@", 1)[1]
-            out.append({"model": info.get("model", ""), "alias": alias, **info})
+        if (info := read_live_record(path)) is not None:
+            out.append({"model": "", **info, "alias": path.stem.rsplit("@", 1)[1]})
     return out
 
 

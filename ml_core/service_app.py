@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import socket
 from typing import Any
@@ -20,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ml_core.errors import DataContractError, WarehouseError
+from ml_core.processes import live_record
 from ml_core.service import NoModelError, ScoringService, state_file
 
 
@@ -110,9 +110,6 @@ def serve(
     service.refresh()
     service.start_watching()
     url = f"http://{host}:{port}"
-    path = state_file(service.cfg, service.alias)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"url": url, "pid": os.getpid(), "model": service.cfg.model_name}))
     info = service.health()
     what = f"v{info['version']} ({info['candidate']})" if info["version"] else "no version yet"
     echo(f"Serving {service.cfg.model_name}@{service.alias} {what} at {url}")
@@ -123,12 +120,9 @@ def serve(
     echo(f"  the alias is checked every {service.poll_s:g} s; Ctrl-C stops.")
     # uvicorn re-raises a SIGTERM it caught once it has shut down: end through `finally`
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    record = {"url": url, "model": service.cfg.model_name}
     try:
-        uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+        with live_record(state_file(service.cfg, service.alias), record):
+            uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
     finally:
         service.stop()
-        try:
-            if json.loads(path.read_text()).get("pid") == os.getpid():
-                path.unlink()
-        except (OSError, ValueError):
-            pass

@@ -27,7 +27,7 @@ def predict_latest(
             f"No {alias} for model {cfg.model_name!r} yet. Run `coincast retrain` (or `make run`) first."
         )
     lookback = int(info.tags.get("coincast.lookback_bars", "0")) or 1000
-    candles = _recent_candles(cfg, symbol=symbol, n_bars=lookback + 5)
+    candles = recent_candles(cfg, symbol=symbol, n_bars=lookback + 5)
     pipeline = store.load_pipeline(info.version)  # the version read above, though the alias moves
     preds = pipeline.predict(candles.drop(columns="timeframe"), latest_only=True, with_regime=True)
     preds.insert(0, "model_version", info.version)
@@ -53,7 +53,7 @@ def stale_symbols(
     return {str(sym): str(a.floor("s")) for sym, a in old.items()}
 
 
-def _recent_candles(cfg: CoincastConfig, *, symbol: str | None, n_bars: int) -> pd.DataFrame:
+def recent_candles(cfg: CoincastConfig, *, symbol: str | None, n_bars: int) -> pd.DataFrame:
     wh = Warehouse(cfg.warehouse_path)
     with wh.connect(read_only=True) as con:
         params: list[Any] = [cfg.data.timeframe]
