@@ -32,6 +32,30 @@ app = typer.Typer(
     no_args_is_help=True,
     help="coincast: honest crypto direction models, from candles to a promoted champion.",
 )
+config_app = typer.Typer(no_args_is_help=True, help="The effective settings.")
+app.add_typer(config_app, name="config")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import ml_core
+
+        typer.echo(f"coincast {ml_core.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """coincast: honest crypto direction models, from candles to a promoted champion."""
+
+
 # markup off: symbols, paths and reasons come from user data and are printed as written
 # ('[/]EVIL' is a symbol, not a tag); coincast's own styling uses Text objects (_styled).
 console = Console(markup=False)
@@ -60,9 +84,11 @@ def _config(
     *,
     profile: str | None = None,
     dataset: bool = True,
+    files: list[Path] | None = None,
 ) -> CoincastConfig:
     """The one config of this command; ``dataset``: fill in the timeframe from the warehouse
-    when it was not given (``ml_core.data.datasets.resolve_timeframe``)."""
+    (and the ``files`` the command ingests first) when it was not given
+    (``ml_core.data.datasets.resolve_timeframe``)."""
     overrides: dict[str, object] = {"profile": profile}
     if home is not None:
         overrides["home"] = home
@@ -72,7 +98,7 @@ def _config(
     if dataset:
         from ml_core.data.datasets import resolve_timeframe
 
-        cfg = resolve_timeframe(cfg)
+        cfg = resolve_timeframe(cfg, files or ())
     _prefect_env(cfg)
     return cfg
 
@@ -266,6 +292,7 @@ def ingest(
     ] = None,
     home: HomeOpt = None,
     config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Load candle files into the warehouse behind the quality gate (idempotent).
 
@@ -286,7 +313,10 @@ def ingest(
             allow_revisions=allow_revisions,
             market=market,
         )
-        _print_ingest(run, cfg)
+        if as_json:
+            _write_json(_ingest_json(run, cfg))
+        else:
+            _print_ingest(run, cfg)
         run.raise_for_failure()
 
 
@@ -396,6 +426,28 @@ def _print_downloads(results: list[dict], cfg: CoincastConfig) -> None:
         )
     if quarantined:
         raise typer.Exit(code=2)
+
+
+def _ingest_json(run: IngestRun, cfg: CoincastConfig) -> dict:
+    """An ``IngestRun`` as plain data: what ``_print_ingest`` shows, nothing cut."""
+    failed = None
+    if run.failed is not None:
+        path, exc = run.failed
+        kind = (
+            "refused"
+            if isinstance(exc, RevisionError)
+            else "quarantined"
+            if isinstance(exc, QualityGateError)
+            else "failed"
+        )
+        failed = {"path": path, "status": kind, "error": redact_text(str(exc))}
+    return {
+        "warehouse": str(cfg.warehouse_path),
+        "loaded": [r.as_dict() for r in run.results],
+        "skipped": [{"path": p, "reason": why} for p, why in run.skipped],
+        "failed": failed,
+        "not_read": run.not_read,
+    }
 
 
 def _print_ingest(run: IngestRun, cfg: CoincastConfig) -> None:
@@ -613,10 +665,11 @@ def retrain(
         str | None,
         typer.Option("--profile", help="Settings profile: default, or full (the whole zoo)."),
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Run the weekly retrain flow: validate, features, train, promote, report."""
     with _user_errors():
-        cfg = _config(home, config, timeframe, profile=profile)
+        cfg = _config(home, config, timeframe, profile=profile, files=ingest_path)
         from flows.params import RetrainParams
         from flows.retrain import retrain_flow
         from ml_core.data.datasets import require_candles
@@ -629,7 +682,10 @@ def retrain(
         )
         with _flow_logging(cfg):
             summary = retrain_flow(params)
-    _print_retrain(summary)
+    if as_json:
+        _write_json(summary)
+    else:
+        _print_retrain(summary)
 
 
 @app.command()
@@ -1022,7 +1078,12 @@ def monitor(
 
 
 @app.command()
-def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeOpt = None) -> None:
+def status(
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    timeframe: TimeframeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
     """Warehouse contents, every registered model's champion / challenger / previous, the
     last decisions (only the timeframe's model with --timeframe)."""
     from ml_core.serving import collect_status
@@ -1030,6 +1091,9 @@ def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeO
     with _user_errors():
         cfg = _config(home, config, timeframe, dataset=False)
         info = collect_status(cfg)
+    if as_json:
+        _write_json({"home": str(cfg.home.resolve()), "problem": _home_problem(cfg.home), **info})
+        return
     console.print(_styled("coincast home", "bold", f": {cfg.home.resolve()}"))
     if (problem := _home_problem(cfg.home)) is not None:
         err_console.print(_styled("warning:", "bold yellow", f" {problem}"))
@@ -1093,9 +1157,9 @@ def status(home: HomeOpt = None, config: ConfigOpt = None, timeframe: TimeframeO
                 str(r["created_at"])[:19],
                 r["model_name"],
                 r["action"],
-                str(r["challenger_version"]),
-                f"{r['champion_before']} -> {r['champion_after']}",
-                str(r["reason"])[:90],
+                _version(r["challenger_version"]),
+                f"{_version(r['champion_before'])} -> {_version(r['champion_after'])}",
+                _clip(str(r["reason"])),
             )
         console.print(t)
     if info.get("unfinished_moves"):
@@ -1196,6 +1260,79 @@ def ui(
             echo=console.print,
             timeframes=timeframe or (),
         )
+
+
+@config_app.command("show")
+def config_show(
+    home: HomeOpt = None,
+    config: ConfigOpt = None,
+    timeframe: TimeframeOpt = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Settings profile.")] = None,
+    changed: Annotated[
+        bool, typer.Option("--changed", help="Only settings set by a profile, file, variable or flag.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Every setting a command would run with, and where it came from (default, profile,
+    file, environment, command line)."""
+    import json
+
+    from ml_core.config import config_sources
+
+    overrides: dict[str, object] = {"profile": profile}
+    if home is not None:
+        overrides["home"] = home
+    if timeframe is not None:
+        overrides["data"] = {"timeframe": timeframe}
+    with _user_errors():
+        cfg, sources = config_sources(config, **overrides)
+        from ml_core.data.datasets import available_timeframes, timeframe_is_explicit
+
+        found = [] if timeframe_is_explicit(cfg) else available_timeframes(cfg)
+        if len(found) == 1:  # what the commands do: the data set's only timeframe
+            sources["data.timeframe"] = (found[0], "warehouse (its only timeframe)")
+        elif found:
+            sources["data.timeframe"] = ("-", f"name one with -t: {', '.join(found)}")
+    rows = [(k, v, w) for k, (v, w) in sources.items() if not changed or w != "default"]
+    if as_json:
+        _write_json({k: {"value": v, "source": w} for k, v, w in rows})
+        return
+    t = Table(title="Effective configuration" + (" (changed settings)" if changed else ""))
+    t.add_column("setting", no_wrap=True)
+    t.add_column("value", overflow="fold")
+    t.add_column("from", overflow="fold")
+    for key, value, where in rows:
+        shown = json.dumps(value, default=str) if not isinstance(value, str) else value
+        t.add_row(key, redact_text(shown), where, style="dim" if where == "default" else None)
+    console.print(t)
+
+
+def _write_json(payload: object) -> None:
+    """``payload`` as one strict JSON line on stdout (NaN as null, times as ISO text)."""
+    import json
+    import math
+
+    def clean(value: object) -> object:
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if value is None or isinstance(value, str | int | float | bool):
+            return value
+        if hasattr(value, "isoformat"):
+            return None if value != value else value.isoformat()  # NaT != NaT
+        return str(value)
+
+    sys.stdout.write(json.dumps(clean(payload), allow_nan=False) + "\n")
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    """A long text for a table cell: whole words, at most ``limit`` characters, and " ..."
+    when cut (`coincast status --json` has every decision reason in full)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def _version(value: object) -> str:

@@ -13,12 +13,21 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ml_core.errors import ConfigError
@@ -88,10 +97,16 @@ def bars_per_year(timeframe: str) -> float:
 
 
 class _Section(BaseModel):
-    """Base of every config section: a number must be finite (``fee_bps: inf`` is refused
-    with the field's name, not accepted and turned into NaN metrics later)."""
+    """Base of every config section: strict and frozen.
 
-    model_config = ConfigDict(allow_inf_nan=False)
+    A number must be finite (``fee_bps: inf`` is refused with the field's name, not
+    accepted and turned into NaN metrics later); an unknown key is refused (a typo such as
+    ``registry.min_improvment`` would otherwise leave the default deciding promotions,
+    silently); a loaded config cannot change under the steps it was passed to
+    (``model_copy(update=...)`` makes a changed one).
+    """
+
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid", frozen=True)
 
 
 class DataConfig(_Section):
@@ -127,8 +142,6 @@ class SourceConfig(_Section):
           timeframe: 1h
           since: "2024-01-01"
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     exchange: str = Field(
         default="binance", description="A ccxt exchange id (one of `ccxt.exchanges`)."
@@ -361,8 +374,6 @@ class SequenceConfig(_Section):
     Per-model overrides come from ``models.params[<name>]`` (e.g.
     ``{'transformer': {'warmup_steps': 200}}``); they replace these defaults.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     window: int = Field(default=60, ge=2, description="Bars per input window, ending at t.")
     hidden: int = Field(default=32, ge=2, description="Hidden size of LSTMs / model width.")
@@ -695,8 +706,6 @@ _LABEL_NAME = re.compile(r"^(ret|up|t1|tb|tb_t1|tb_ret)_\d+$")
 class RegimeConfig(_Section):
     """HMM market regimes (``ml_core.regime``): fit on training rows, forward-filtered features."""
 
-    model_config = ConfigDict(extra="forbid")
-
     enabled: bool = Field(default=True, description="Fit regimes and use them as features.")
     n_states: int = Field(default=3, ge=2, le=8)
     n_iter: int = Field(default=200, ge=1, description="EM iterations; hmmlearn's 10 is too few.")
@@ -795,8 +804,6 @@ class MonitorConfig(_Section):
     evaluations in a row roll it back (when ``enabled``).
     """
 
-    model_config = ConfigDict(extra="forbid")
-
     enabled: bool = Field(default=True, description="Roll back automatically on breach.")
     window_days: float = Field(
         default=7.0, gt=0, description="Realized outcomes of the last N days (data clock)."
@@ -864,8 +871,6 @@ class TuningConfig(_Section):
     run resumes it. Best parameters go to ``<home>/tuned_params.json``.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
     storage_url: str | None = Field(
         default=None, description="Optuna RDB storage URL; None = sqlite:///<home>/optuna.db."
     )
@@ -903,7 +908,7 @@ class CoincastConfig(BaseSettings):
     """Everything a run needs. Load once at the edge; pass sub-models down."""
 
     model_config = SettingsConfigDict(
-        env_prefix="COINCAST_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="COINCAST_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
     home: Path = Field(default=Path(".coincast"), description="Folder for all run state.")
@@ -981,19 +986,117 @@ def load_config(path: Path | str | None = None, **overrides: object) -> Coincast
     The profile (``profile``: 'default' or 'full', from any of those sources)
     is a packaged YAML file of settings, e.g. 'full' fits the whole model zoo.
     """
-    file_values = _read_file(Path(path)) if path is not None else {}
     try:
-        env_cfg = CoincastConfig()
-        env_values = env_cfg.model_dump(exclude_unset=True)
-        merged = _deep_merge(file_values, env_values)
-        merged = _deep_merge(merged, {k: v for k, v in overrides.items() if v is not None})
-        profile = str(merged.get("profile") or "default")
-        merged = _deep_merge(_profile_values(profile), merged)
+        merged: dict = {}
+        for _, values in _layers(path, overrides):
+            merged = _deep_merge(merged, values)
         return CoincastConfig.model_validate(merged)
     except ConfigError:
         raise
-    except Exception as exc:  # pydantic ValidationError -> our family, same text
+    except ValidationError as exc:
+        raise ConfigError(explain_validation(exc, CoincastConfig)) from exc
+    except Exception as exc:  # noqa: BLE001 - anything else in our family, same text
         raise ConfigError(f"Invalid configuration: {exc}") from exc
+
+
+def explain_validation(exc: ValidationError, root: type[BaseModel]) -> str:
+    """One line per problem, each naming the dotted key; an unknown key gets the nearest
+    valid key of its section ("unknown key registry.min_improvment: did you mean
+    registry.min_improvement?"), so a typo never leaves a default deciding silently."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"]]
+        key = ".".join(loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            known = _section_keys(root, err["loc"][:-1])
+            near = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+            where = ".".join(loc[:-1])
+            hint = (
+                f"did you mean {'.'.join([*loc[:-1], near[0]])}?"
+                if near
+                else f"valid keys{' of ' + where if where else ''}: {', '.join(known)}"
+            )
+            lines.append(f"unknown key {key}: {hint}")
+        else:
+            lines.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+    if len(lines) == 1:
+        return f"Invalid configuration: {lines[0]}"
+    return f"Invalid configuration ({len(lines)} problems):\n" + "\n".join(
+        f"  - {line}" for line in lines
+    )
+
+
+def _section_keys(root: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the section at ``loc`` under ``root`` (list indexes skipped)."""
+    model: type[BaseModel] | None = root
+    for part in loc:
+        if model is None or isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        model = _section_type(field.annotation) if field is not None else None
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _section_type(annotation: object) -> type[BaseModel] | None:
+    """The config section class inside an annotation (``X``, ``list[X]``, ``X | None``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _layers(path: Path | str | None, overrides: dict[str, object]) -> list[tuple[str, dict]]:
+    """The settings of each source, lowest precedence first: (where, values)."""
+    file_values = _read_file(Path(path)) if path is not None else {}
+    env_values = CoincastConfig().model_dump(exclude_unset=True)
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    top = _deep_merge(_deep_merge(file_values, env_values), flags)
+    profile = str(top.get("profile") or "default")
+    return [
+        (f"profile {profile}", _profile_values(profile)),
+        (f"file {path}", file_values),
+        ("environment", env_values),
+        ("command line", flags),
+    ]
+
+
+def config_sources(
+    path: Path | str | None = None, **overrides: object
+) -> tuple[CoincastConfig, dict[str, tuple[object, str]]]:
+    """The config ``load_config`` builds, and every setting's value and where it came from.
+
+    Keys are dotted (``registry.gate.pbo_threshold``); the source is ``default``, ``profile
+    <name>``, ``file <path>``, ``environment`` or ``command line``, the highest-precedence
+    layer that set the key or a section above it.
+    """
+    cfg = load_config(path, **overrides)
+    try:
+        layers = [(where, _flatten(values)) for where, values in _layers(path, overrides)]
+    except ValidationError as exc:  # pragma: no cover - load_config above refused it first
+        raise ConfigError(explain_validation(exc, CoincastConfig)) from exc
+    out: dict[str, tuple[object, str]] = {}
+    for key, value in _flatten(cfg.model_dump(mode="json")).items():
+        source = "default"
+        for where, flat in layers:
+            if any(key == k or key.startswith(k + ".") for k in flat):
+                source = where
+        out[key] = (value, source)
+    return cfg, out
+
+
+def _flatten(values: dict, prefix: str = "") -> dict[str, object]:
+    """Nested dicts as dotted leaves; lists and empty dicts stay one value."""
+    out: dict[str, object] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
 
 
 def _profile_values(name: str) -> dict:

@@ -149,6 +149,14 @@ def test_cli_predict_status_and_features_after_retrain(small_home, tmp_path):
     result = runner.invoke(app, ["status", "--config", str(cfg_path)])
     assert result.exit_code == 0
     assert "champion" in result.output and "Last decisions" in result.output
+    assert "None" not in result.output and "nan" not in result.output  # no version: "-"
+
+    result = runner.invoke(app, ["status", "--config", str(cfg_path), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)  # strict JSON: nothing else on stdout, no NaN
+    champion = next(r for r in info["aliases"] if r["alias"] == "champion")
+    assert champion["version"] and info["decisions"][0]["action"] in {"promote", "reject"}
+    assert info["decisions"][0]["reason"]  # the whole reason, not a table cell
 
     out = tmp_path / "btc.parquet"
     result = runner.invoke(

@@ -66,6 +66,70 @@ def test_status_and_predict_on_an_empty_home_say_what_to_do(tmp_path):
     assert "retrain" in result.output
 
 
+def test_version_and_json_outputs_parse(tmp_path):
+    import json
+
+    import ml_core
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"coincast {ml_core.__version__}"
+
+    home = tmp_path / "h"
+    path = tmp_path / "ABC_USDT-1m.csv"
+    _candles().to_csv(path, index=False)
+    (tmp_path / "later").mkdir()
+    result = runner.invoke(app, ["ingest", str(path), "--home", str(home), "--json"])
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.output)
+    assert [(r["symbols"], r["n_new"]) for r in run["loaded"]] == [(["ABC/USDT"], 300)]
+    assert run["failed"] is None
+
+    bad = _candles()
+    bad.loc[5, "volume"] = -3.0
+    bad_path = tmp_path / "later" / "ABC_USDT-1m.csv"
+    bad.to_csv(bad_path, index=False)
+    result = runner.invoke(app, ["ingest", str(bad_path), "--home", str(home), "--json"])
+    assert result.exit_code == 2
+    run = json.loads(result.stdout)  # the report on stdout, the error line on stderr
+    assert run["failed"]["status"] == "quarantined" and "volume" in run["failed"]["error"]
+
+    result = runner.invoke(app, ["status", "--home", str(home), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["candles"][0]["rows"] == 300 and info["quarantine"] == 1
+    assert info["models"] == [] and info["home"] == str(home.resolve())
+
+
+def test_config_show_says_where_each_setting_came_from(tmp_path, monkeypatch):
+    import json
+
+    file = tmp_path / "c.yaml"
+    file.write_text("registry:\n  min_improvement: 0.02\n")
+    monkeypatch.setenv("COINCAST_EVALUATION__FEE_BPS", "7")
+    result = runner.invoke(
+        app,
+        ["config", "show", "--config", str(file), "-t", "1h", "--profile", "full", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["registry.min_improvement"] == {"value": 0.02, "source": f"file {file}"}
+    assert shown["evaluation.fee_bps"] == {"value": 7.0, "source": "environment"}
+    assert shown["data.timeframe"] == {"value": "1h", "source": "command line"}
+    assert shown["models.candidates"]["source"] == "profile full"
+    assert "xgboost" in shown["models.candidates"]["value"]
+    assert shown["quality.max_price"]["source"] == "default"
+
+    result = runner.invoke(app, ["config", "show", "--config", str(file), "--changed"])
+    assert result.exit_code == 0, result.output
+    assert "registry.min_improvement" in result.output and "split." not in result.output
+
+    file.write_text("registry:\n  min_improvment: 0.02\n")
+    result = runner.invoke(app, ["config", "show", "--config", str(file)])
+    assert result.exit_code == 1
+    assert "did you mean registry.min_improvement?" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
 def test_a_failing_flow_prints_one_error_line_and_logs_the_traceback(tmp_path):
     """A real process, as a user runs it: Prefect's tracebacks go to the log file only."""
     import os
