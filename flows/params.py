@@ -38,7 +38,11 @@ class RunParams(BaseModel):
             data["exclude_symbols"] = self.exclude_symbols
         if data:
             overrides["data"] = data
-        return resolve_timeframe(load_config(self.config_path, **overrides))
+        return resolve_timeframe(load_config(self.config_path, **overrides), self._incoming())
+
+    def _incoming(self) -> list[str]:
+        """Files this run ingests before it reads the warehouse (none here)."""
+        return []
 
 
 class IngestParams(RunParams):
@@ -74,9 +78,17 @@ class RetrainParams(RunParams):
         description="First download new candles from the configured sources (if any).",
     )
 
-    def run_params(self) -> RunParams:
-        """The shared part (home, config file, timeframe, profile) for the sub-flows."""
-        return RunParams(**self.model_dump(include=set(RunParams.model_fields)))
+    def _incoming(self) -> list[str]:
+        return self.ingest_paths
+
+    def run_params(self, cfg: CoincastConfig | None = None) -> RunParams:
+        """The shared part (home, config file, timeframe, profile) for the sub-flows; with
+        ``cfg`` (this run's loaded config) the timeframe it resolved, so every step works on
+        the same data set even when the files to ingest decided it."""
+        run = RunParams(**self.model_dump(include=set(RunParams.model_fields)))
+        if cfg is not None and run.timeframe is None:
+            run = run.model_copy(update={"timeframe": cfg.data.timeframe})
+        return run
 
 
 class PredictParams(RunParams):

@@ -20,7 +20,7 @@ from tasks.tuning import record_applied_tuning
 def retrain_flow(params: RetrainParams = RetrainParams()) -> dict:  # noqa: B008 - typed default
     """Weekly retrain: new data in; the week ends in a first champion, replace, refresh or keep."""
     cfg = params.load()
-    run = params.run_params()
+    run = params.run_params(cfg)
     if params.ingest_paths or (params.download and sources_for(cfg)):
         ingest_flow(
             IngestParams(**run.model_dump(), paths=params.ingest_paths, download=params.download)

@@ -18,9 +18,12 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
+
 from ml_core.config import TIMEFRAME_SECONDS, CoincastConfig, SourceConfig
 from ml_core.data.warehouse import Warehouse
-from ml_core.errors import ConfigError, DataContractError
+from ml_core.errors import CoincastError, ConfigError, DataContractError
 
 
 def stored_timeframes(warehouse: Warehouse) -> list[str]:
@@ -44,18 +47,42 @@ def available_timeframes(cfg: CoincastConfig) -> list[str]:
     return sorted(found, key=lambda tf: TIMEFRAME_SECONDS.get(tf, 0))
 
 
-def resolve_timeframe(cfg: CoincastConfig) -> CoincastConfig:
-    """``cfg`` with the data set's timeframe filled in when it was not explicit (module doc)."""
+def file_timeframes(paths: Iterable[Path | str]) -> set[str]:
+    """Timeframes of the candle files (or folders) about to be ingested, as the ingest will
+    store them: from each file's first rows (a column, else the bar spacing). Files that
+    cannot be read are left to the ingest, which reports them."""
+    from ml_core.data.sources import candle_files, iter_candle_file
+
+    found: set[str] = set()
+    for entry in candle_files(list(paths)):
+        if entry.skip_reason is not None:
+            continue
+        try:
+            head = next(iter_candle_file(entry.path, chunk_rows=20_000))
+        except (CoincastError, StopIteration):
+            continue
+        found |= set(head["timeframe"].astype(str).unique())
+    return found
+
+
+def resolve_timeframe(cfg: CoincastConfig, files: Iterable[Path | str] = ()) -> CoincastConfig:
+    """``cfg`` with the data set's timeframe filled in when it was not explicit (module doc);
+    ``files``: candle files about to be ingested count as stored (a retrain of a fresh home
+    with ``--ingest sample_1h.parquet`` is the 1h data set)."""
     if timeframe_is_explicit(cfg):
         return cfg
-    found = available_timeframes(cfg)
+    incoming = file_timeframes(files) if files else set()
+    found = sorted(
+        set(available_timeframes(cfg)) | incoming, key=lambda tf: TIMEFRAME_SECONDS.get(tf, 0)
+    )
     if not found:
         return cfg
     if len(found) > 1:
+        where = " and the files to ingest" if incoming else ""
         raise ConfigError(
-            f"{cfg.warehouse_path} holds candles (or download sources) of {len(found)} "
-            f"timeframes: {', '.join(found)}. Say which data set to use with --timeframe "
-            f"(e.g. -t {found[0]}), or set data.timeframe in the config file."
+            f"{cfg.warehouse_path} (its candles and download sources{where}) holds "
+            f"{len(found)} timeframes: {', '.join(found)}. Say which data set to use with "
+            f"--timeframe (e.g. -t {found[0]}), or set data.timeframe in the config file."
         )
     data = cfg.data.model_copy(update={"timeframe": found[0]})
     data.model_fields_set.add("timeframe")

@@ -74,6 +74,25 @@ def test_fresh_home_keeps_the_default_and_says_what_to_ingest(tmp_path: Path) ->
         require_candles(cfg)
 
 
+def test_files_to_ingest_decide_the_data_set_of_a_fresh_home(tmp_path: Path) -> None:
+    """`coincast retrain --ingest sample_1h.parquet` on a fresh home is the 1h data set:
+    as the ingest will store the files (their rows' spacing)."""
+    unnamed = tmp_path / "sample.parquet"
+    _candles("1h").drop(columns="timeframe").to_parquet(unnamed)
+    home = tmp_path / "fresh"
+    assert resolve_timeframe(load_config(None, home=home), [unnamed]).data.timeframe == "1h"
+    named = tmp_path / "ETH_USDT-1d.csv"
+    _candles("1d").drop(columns=["timeframe", "symbol"]).to_csv(named, index=False)
+    assert resolve_timeframe(load_config(None, home=home), [named]).data.timeframe == "1d"
+    with pytest.raises(ConfigError, match=r"files to ingest\) holds 2 timeframes: 1h, 1d"):
+        resolve_timeframe(load_config(None, home=home), [unnamed, named])
+    stored = _home(tmp_path, "1m")  # stored 1m + incoming 1h: the user must choose
+    with pytest.raises(ConfigError, match="2 timeframes: 1m, 1h"):
+        resolve_timeframe(load_config(None, home=stored), [unnamed])
+    explicit = load_config(None, home=stored, data={"timeframe": "1m"})
+    assert resolve_timeframe(explicit, [unnamed]).data.timeframe == "1m"
+
+
 def test_cli_retrain_in_a_1h_home_with_the_wrong_timeframe_fails_fast(tmp_path: Path) -> None:
     home = _home(tmp_path, "1h")
     result = CliRunner().invoke(app, ["retrain", "--home", str(home), "-t", "1m"])
