@@ -1269,7 +1269,8 @@ def config_show(
     timeframe: TimeframeOpt = None,
     profile: Annotated[str | None, typer.Option("--profile", help="Settings profile.")] = None,
     changed: Annotated[
-        bool, typer.Option("--changed", help="Only settings set by a profile, file, variable or flag.")
+        bool,
+        typer.Option("--changed", help="Only settings set by a profile, file, variable or flag."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
