@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.naming import run_name
 from flows.orphans import PROCESS_HOOKS
 from flows.params import IngestParams
 from ml_core.data.datasets import sources_for
@@ -12,7 +13,7 @@ from tasks.artifacts import publish_table
 from tasks.data import download_configured, ingest_files
 
 
-@flow(name="ingest", log_prints=True, on_running=PROCESS_HOOKS)
+@flow(name="ingest", flow_run_name=run_name, log_prints=True, on_running=PROCESS_HOOKS)
 def ingest_flow(params: IngestParams) -> list[dict]:
     """Ingest candle files (``paths``) and download the configured sources, behind the
     Great Expectations gate."""

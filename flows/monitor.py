@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.naming import mark_outcome, run_name
 from flows.orphans import PROCESS_HOOKS
 from flows.params import MonitorParams, RetrainParams
 from tasks.monitoring import (
@@ -16,7 +17,7 @@ from tasks.monitoring import (
 )
 
 
-@flow(name="monitor", log_prints=True, on_running=PROCESS_HOOKS)
+@flow(name="monitor", flow_run_name=run_name, log_prints=True, on_running=PROCESS_HOOKS)
 def monitor_flow(params: MonitorParams = MonitorParams()) -> dict:  # noqa: B008 - typed default
     """Judge the champion on realized outcomes; roll it back after M breaches in a row or
     when its change detector (paired log-loss difference) alarms."""
@@ -29,12 +30,12 @@ def monitor_flow(params: MonitorParams = MonitorParams()) -> dict:  # noqa: B008
     rolled = {"rolled_back": False}
     if params.allow_rollback and evaluation.decision and evaluation.decision.rollback:
         rolled = rollback_champion(cfg, evaluation, mlflow_run_id)
+    if rolled["rolled_back"]:
+        mark_outcome("rolled-back")
     if rolled["rolled_back"] and cfg.monitor.retrain_on_rollback:
         from flows.retrain import retrain_flow
 
-        retrain_flow(
-            RetrainParams(**params.model_dump(include={"home", "config_path", "timeframe"}))
-        )
+        retrain_flow(RetrainParams(**params.shared().model_dump()))  # same profile, symbols
     return {
         **evaluation.summary(),
         **records,

@@ -23,6 +23,11 @@ class RunParams(BaseModel):
         "whose stored candles fail the candle suite).",
     )
 
+    def shared(self) -> RunParams:
+        """The run fields alone (home, config file, timeframe, profile, excluded symbols):
+        what a flow hands the flows it starts, so none of them falls back to a default."""
+        return RunParams(**self.model_dump(include=set(RunParams.model_fields)))
+
     def load(self) -> CoincastConfig:
         """The one config object for this run; without a timeframe, the warehouse's only one
         (``ml_core.data.datasets.resolve_timeframe``)."""
@@ -85,7 +90,7 @@ class RetrainParams(RunParams):
         """The shared part (home, config file, timeframe, profile) for the sub-flows; with
         ``cfg`` (this run's loaded config) the timeframe it resolved, so every step works on
         the same data set even when the files to ingest decided it."""
-        run = RunParams(**self.model_dump(include=set(RunParams.model_fields)))
+        run = self.shared()
         if cfg is not None and run.timeframe is None:
             run = run.model_copy(update={"timeframe": cfg.data.timeframe})
         return run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.naming import run_name
 from flows.orphans import PROCESS_HOOKS
 from flows.params import PredictParams
 from tasks.data import download_configured
@@ -16,7 +17,7 @@ from tasks.predict import (
 )
 
 
-@flow(name="predict", log_prints=True, on_running=PROCESS_HOOKS)
+@flow(name="predict", flow_run_name=run_name, log_prints=True, on_running=PROCESS_HOOKS)
 def predict_flow(params: PredictParams = PredictParams()) -> dict:  # noqa: B008 - typed default
     """Score every bar not scored yet by champion, challenger and previous; upsert the rows."""
     cfg = params.load()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.naming import run_name
 from flows.orphans import PROCESS_HOOKS
 from flows.params import RunParams
 from tasks.features import load_model_frame, split_frame
@@ -11,7 +12,7 @@ from tasks.registry import apply_weekly, decide_registered, load_champion, newes
 from tasks.reporting import publish_decision
 
 
-@flow(name="promote", log_prints=True, on_running=PROCESS_HOOKS)
+@flow(name="promote", flow_run_name=run_name, log_prints=True, on_running=PROCESS_HOOKS)
 def promote_flow(
     params: RunParams,
     challenger_version: str | None = None,

@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from flows.monitor import monitor_flow
+from flows.naming import run_name
 from flows.orphans import PROCESS_HOOKS
 from flows.params import MonitorParams, PredictParams, RetrainParams
 from flows.predict import predict_flow
@@ -121,7 +122,7 @@ class _Record:
     timings: list[dict] = field(default_factory=list)
 
 
-@flow(name="replay", log_prints=True, on_running=PROCESS_HOOKS)
+@flow(name="replay", flow_run_name=run_name, log_prints=True, on_running=PROCESS_HOOKS)
 def replay_flow(params: ReplayParams) -> dict:
     """Feed, retrain, predict, monitor on the clock for each policy; then the report."""
     plan = _plan(params)

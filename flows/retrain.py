@@ -6,6 +6,7 @@ from prefect import flow
 
 from flows.build_features import build_features_flow
 from flows.ingest import ingest_flow
+from flows.naming import mark_outcome, run_name
 from flows.orphans import PROCESS_HOOKS
 from flows.params import IngestParams, RetrainParams
 from flows.train import train_flow
@@ -16,7 +17,7 @@ from tasks.reporting import publish_decision, write_run_report
 from tasks.tuning import record_applied_tuning
 
 
-@flow(name="retrain", log_prints=True, on_running=PROCESS_HOOKS)
+@flow(name="retrain", flow_run_name=run_name, log_prints=True, on_running=PROCESS_HOOKS)
 def retrain_flow(params: RetrainParams = RetrainParams()) -> dict:  # noqa: B008 - typed default
     """Weekly retrain: new data in; the week ends in a first champion, replace, refresh or keep."""
     cfg = params.load()
@@ -41,6 +42,7 @@ def retrain_flow(params: RetrainParams = RetrainParams()) -> dict:  # noqa: B008
     if left_out:
         decision["left_out"] = left_out
     publish_decision(cfg, decision)
+    mark_outcome("promoted" if decision["promote"] else "kept")
     report = write_run_report(
         cfg,
         trained.parts,

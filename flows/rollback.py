@@ -6,6 +6,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from pydantic import Field
 
+from flows.naming import run_name
 from flows.orphans import PROCESS_HOOKS
 from flows.params import RunParams
 from tasks.registry_ops import publish_audit_row, rollback_champion
@@ -20,7 +21,7 @@ class RollbackParams(RunParams):
     reason: str = Field(default="manual rollback", description="Why, for the audit table.")
 
 
-@flow(name="rollback", log_prints=True, on_running=PROCESS_HOOKS)
+@flow(name="rollback", flow_run_name=run_name, log_prints=True, on_running=PROCESS_HOOKS)
 def rollback_flow(params: RollbackParams) -> dict:
     """Roll the champion back and publish the audit row as artifacts."""
     cfg = params.load()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from prefect import flow
 
+from flows.naming import run_name
 from flows.orphans import PROCESS_HOOKS
 from flows.params import RunParams
 from ml_core.compute import limit_blas_threads
@@ -37,7 +38,7 @@ class TrainOutcome:
     tuned: dict = field(default_factory=dict)
 
 
-@flow(name="train", log_prints=True, on_running=PROCESS_HOOKS)
+@flow(name="train", flow_run_name=run_name, log_prints=True, on_running=PROCESS_HOOKS)
 def train_flow(params: RunParams) -> TrainOutcome:
     """Fit every configured candidate and score it on held-out time (nothing is registered)."""
     cfg, tuned = apply_tuning(params.load())  # tuned params of the `tune` flow, if any

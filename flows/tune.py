@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import Field
 
+from flows.naming import run_name
 from flows.orphans import PROCESS_HOOKS
 from flows.params import RunParams
 from ml_core.compute import limit_blas_threads
@@ -48,7 +49,7 @@ class TuneParams(RunParams):
         return cfg.model_copy(update={"tuning": cfg.tuning.model_copy(update=update)})
 
 
-@flow(name="tune", log_prints=True, on_running=PROCESS_HOOKS)
+@flow(name="tune", flow_run_name=run_name, log_prints=True, on_running=PROCESS_HOOKS)
 def tune_flow(params: TuneParams = TuneParams()) -> dict:  # noqa: B008 - typed default
     """Tune the configured models on purged validation; the next retrain uses the best."""
     cfg = params.load()

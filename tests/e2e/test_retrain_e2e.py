@@ -91,6 +91,7 @@ def test_retrain_twice_promotes_then_decides_and_pyfunc_matches(prefect_harness,
     assert second["decision"]["champion_before"] == champion.version
     assert "champion" in second["decision"]["reason"]
     assert len(store.list_versions()) == 2
+    _assert_run_names_say_what_ran()
 
     # the registered pyfunc predicts exactly what the in-process pipeline predicts
     candles = Warehouse(cfg.warehouse_path).read_candles(timeframe="1m")
@@ -106,6 +107,34 @@ def test_retrain_twice_promotes_then_decides_and_pyfunc_matches(prefect_harness,
     assert list(got["symbol"]) == list(expected["symbol"])
     latest = store.load_pyfunc("champion").predict(recent, params={"latest_only": True})
     assert len(latest) == len(SYMBOLS) * 2
+
+
+def _assert_run_names_say_what_ran() -> None:
+    """In the Prefect UI's run list: retrain-<date>-promoted / -kept, tagged the same; the
+    sub-flows named by the data set the retrain resolved (train-1m-<date>)."""
+    import re
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = {
+            name: client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[name])),
+                sort=FlowRunSort.START_TIME_DESC,  # the sync client sends null otherwise
+                limit=200,
+            )
+            for name in ("retrain", "train")
+        }
+    outcomes = {}
+    for run in runs["retrain"]:
+        found = re.fullmatch(r"retrain(-[0-9a-z]+)?-\d{4}-\d{2}-\d{2}-(promoted|kept)", run.name)
+        assert found, run.name
+        assert found.group(2) in run.tags
+        outcomes[found.group(2)] = outcomes.get(found.group(2), 0) + 1
+    assert outcomes.get("promoted", 0) >= 1 and outcomes.get("kept", 0) >= 1, outcomes
+    assert any(re.fullmatch(r"train-1m-\d{4}-\d{2}-\d{2}", r.name) for r in runs["train"])
 
 
 def test_quarantined_file_changes_nothing_downstream(small_home, tmp_path):

@@ -256,9 +256,16 @@ def test_monitor_detector_alarm_rolls_back_on_the_first_run(prefect_harness, hom
     _make_champion_wrong(cfg, "2")
     params = MonitorParams(config_path=str(cfg_path))
 
-    first = monitor_flow(params)
+    state = monitor_flow(params, return_state=True)
+    first = state.result()
     assert first["rolled_back"] is True, first["reason"]
     assert first["trigger"] == "detector" and first["n_consecutive"] == 1
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # the run list shows what happened
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    assert run.name.startswith("monitor-") and run.name.endswith("-rolled-back")
+    assert "rolled-back" in run.tags
     assert first["reason"].startswith(
         "champion v2: Page-Hinkley alarm: cumulative log-loss excess"
     ), first["reason"]

@@ -67,6 +67,20 @@ def test_retrain_sub_flows_keep_every_run_setting(tmp_path):
     assert cfg.data.exclude_symbols == ["WIF/USDT"] and cfg.data.timeframe == "1h"
 
 
+def test_the_retrain_after_a_rollback_keeps_the_monitors_run_settings(tmp_path):
+    """monitor.retrain_on_rollback: a `full`-profile monitor's retrain fits the full zoo
+    (it dropped the profile and the excluded symbols before)."""
+    from flows.params import MonitorParams, RetrainParams
+
+    monitor = MonitorParams(
+        home=str(tmp_path), timeframe="1h", profile="full", exclude_symbols=["WIF/USDT"]
+    )
+    retrain = RetrainParams(**monitor.shared().model_dump())  # what flows/monitor.py starts
+    assert retrain.shared() == monitor.shared()
+    cfg = retrain.load()
+    assert "transformer" in cfg.models.candidates and cfg.data.exclude_symbols == ["WIF/USDT"]
+
+
 @pytest.mark.parametrize(
     "override",
     [
