@@ -517,6 +517,12 @@ class ModelConfig(_Section):
         description="Return models (target ret_h) fitted per horizon; the best on validation "
         "RMSE gives the pipeline's exp_ret (see `ml_core.models.regression`). [] = none.",
     )
+    calibration: Literal["auto", "none", "sigmoid", "isotonic"] = Field(
+        default="auto",
+        description="How each candidate's P(up) is calibrated on the validation part "
+        "(ml_core.models.calibration): auto picks none, sigmoid or isotonic by log loss on "
+        "the latest third of validation; the calibrator is served inside the pipeline.",
+    )
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
     sequence: SequenceConfig = Field(default_factory=SequenceConfig)
     blas_threads: int | None = Field(

@@ -158,6 +158,21 @@ def calibration_table(y_true: ArrayLike, p_up: ArrayLike, n_bins: int = 10) -> p
     )
 
 
+def expected_calibration_error(y_true: ArrayLike, p_up: ArrayLike, n_bins: int = 10) -> float:
+    """ECE: the mean gap |mean forecast - observed up share| over the bins of
+    :func:`calibration_table`, weighted by their row counts (0 = calibrated; NaN
+    without labelled rows).
+
+    >>> round(expected_calibration_error([0, 1, 0, 1], [0.9, 0.9, 0.1, 0.1]), 3)
+    0.4
+    """
+    table = calibration_table(y_true, p_up, n_bins)
+    if table.empty:
+        return math.nan
+    gap = (table["mean_p"] - table["frac_up"]).abs()
+    return float((gap * table["n"]).sum() / table["n"].sum())
+
+
 def score_predictions(
     frame: pd.DataFrame,
     p_up: ArrayLike,

@@ -30,6 +30,7 @@ from ml_core.models.base import (
     is_label_column,
     make_model,
 )
+from ml_core.models.calibration import Calibrator, fit_calibrator
 from ml_core.regime.hmm import RegimeModel, add_regime_features, probability_column, state_names
 from ml_core.validation.scaling import SymbolRobustScaler
 from ml_core.validation.split import SplitParts
@@ -78,6 +79,8 @@ class CandlePipeline:
     data_end_ts: pd.Timestamp | None = None
     fit_label_end_ts: pd.Timestamp | None = None
     final_fit: str = "train"
+    #: P(up) calibrator per horizon, fitted on validation (``calibrate``); none: raw p.
+    calibrators: dict[int, Calibrator] = field(default_factory=dict)
 
     def has_edge(self, horizon: int) -> bool:
         """Whether ``horizon`` is served (skill shown, or skill not assessed)."""
@@ -88,8 +91,21 @@ class CandlePipeline:
         """Past rows of a symbol one prediction reads (0 for row-wise models)."""
         return int(getattr(self.frame_model, "history_bars", 0) or 0)
 
-    def predict_features(self, frame: pd.DataFrame) -> dict[int, np.ndarray]:
-        """P(up) per horizon for rows of a frame that already has the feature columns."""
+    def calibrated(self, h: int, p: np.ndarray) -> np.ndarray:
+        """``p`` (raw P(up) of horizon ``h``) through its calibrator (as is without one;
+        pipelines pickled before calibration have none)."""
+        cal = (getattr(self, "calibrators", None) or {}).get(int(h))
+        return p if cal is None else cal(p)
+
+    def predict_features(
+        self, frame: pd.DataFrame, *, calibrated: bool = True
+    ) -> dict[int, np.ndarray]:
+        """P(up) per horizon for rows of a frame that already has the feature columns
+        (``calibrated=False``: the models' raw probabilities)."""
+        raw = self._raw_features(frame)
+        return {h: self.calibrated(h, p) for h, p in raw.items()} if calibrated else raw
+
+    def _raw_features(self, frame: pd.DataFrame) -> dict[int, np.ndarray]:
         if not self.models and self.frame_model is None:
             raise NotFittedError(f"Pipeline {self.candidate!r} has no fitted models.")
         if frame.empty:
@@ -120,6 +136,8 @@ class CandlePipeline:
             out = {
                 h: {k: np.asarray(v, dtype=float) for k, v in raw[h].items()} for h in self.horizons
             }
+            for h in self.horizons:
+                out[h]["p_up"] = self.calibrated(h, out[h]["p_up"])
         else:
             out = {h: {"p_up": p} for h, p in self.predict_features(frame).items()}
         x = self.scaler.transform(frame) if self.return_models and n else None
@@ -232,8 +250,11 @@ def fit_pipeline(
     feature_cfg: FeatureConfig,
     model_cfg: ModelConfig,
     regime_model: RegimeModel | None = None,
+    calibrated: bool = True,
 ) -> CandlePipeline:
-    """Fit scalers on training rows and one ``candidate`` model per horizon.
+    """Fit scalers on training rows and one ``candidate`` model per horizon, then (with
+    ``calibrated``) its P(up) calibrators on the validation rows (``calibrate``;
+    ``train_candidates`` calibrates itself, reusing its validation predictions).
 
     With a ``regime_model`` the parts must already carry its filtered
     probabilities (``add_regime_features``); they become model inputs too.
@@ -274,7 +295,7 @@ def fit_pipeline(
         )
         pipe.lookback_bars += pipe.history_bars
         log.info("fitted %s for horizons %s on %d rows", candidate, list(horizons), len(train))
-        return _stamp(pipe, train, parts)
+        return _finish(pipe, train, parts, model_cfg.calibration if calibrated else None)
     x_train = scaler.transform(train)
     x_val = scaler.transform(parts.val) if not parts.val.empty else None
     for h in horizons:
@@ -287,7 +308,39 @@ def fit_pipeline(
         model = model if h == horizons[0] else make_model(candidate, model_cfg)
         pipe.models[h] = model.fit(x_train[ok], train.loc[ok, y_col].to_numpy(), x_v, y_v)
         log.info("fitted %s for horizon %d on %d rows", candidate, h, int(ok.sum()))
+    return _finish(pipe, train, parts, model_cfg.calibration if calibrated else None)
+
+
+def _finish(
+    pipe: CandlePipeline, train: pd.DataFrame, parts: SplitParts, calibration: str | None
+) -> CandlePipeline:
+    if calibration is not None:
+        calibrate(pipe, parts.val, calibration)
     return _stamp(pipe, train, parts)
+
+
+def calibrate(
+    pipe: CandlePipeline,
+    val: pd.DataFrame,
+    method: str,
+    raw_val: dict[int, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """Fit ``pipe``'s P(up) calibrators on the validation rows ``val`` (in place;
+    ``ml_core.models.calibration``); ``raw_val``: its raw validation predictions when
+    already made. Returns the method choice per horizon (horizon, method, holdout log
+    loss, chosen); no validation rows: no calibrators, the raw p is served."""
+    pipe.calibrators = {}
+    if val.empty:
+        return pd.DataFrame()
+    raw = raw_val if raw_val is not None else pipe.predict_features(val, calibrated=False)
+    tables = []
+    for h in pipe.horizons:
+        cal, table = fit_calibrator(
+            raw[h], val[f"up_{h}"].to_numpy(float), val["ts"], method=method
+        )
+        pipe.calibrators[h] = cal
+        tables.append(table.assign(horizon=h, n_val=cal.n_rows))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
 def _stamp(pipe: CandlePipeline, fitted_rows: pd.DataFrame, parts: SplitParts) -> CandlePipeline:
@@ -359,6 +412,7 @@ def refit_recipe(
             x_v, y_v = x_val[ok_v], val.loc[ok_v, f"up_{h}"].to_numpy()
         fresh = copy.deepcopy(model)
         out.models[h] = fresh.fit(x[ok], train.loc[ok, f"up_{h}"].to_numpy(), x_v, y_v)
+    calibrate(out, val, model_cfg.calibration)  # this split's validation, not the old one
     key = pipe.recipe_key or recipe_key(pipe)
     stamped = _stamp(out, train, parts)
     stamped.recipe_key = key  # the recipe it was refit as, not its refit settings

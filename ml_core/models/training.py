@@ -19,7 +19,7 @@ import pandas as pd
 from ml_core.config import CoincastConfig, EvaluationConfig, ModelConfig
 from ml_core.errors import CoincastError
 from ml_core.models.base import ReturnModel
-from ml_core.models.pipeline import CandlePipeline, _recent, fit_pipeline
+from ml_core.models.pipeline import CandlePipeline, _recent, calibrate, fit_pipeline
 from ml_core.regime.hmm import RegimeModel
 from ml_core.validation.split import SplitParts
 
@@ -40,6 +40,9 @@ class CandidateResult:
     #: Return models on val and test beside the baselines (``score_return_models`` rows
     #: plus ``split`` and ``selected``); shared by all candidates (same regressors).
     regression_metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: Per horizon: the calibration method chosen on validation, test ECE and AUC of the
+    #: raw and the calibrated P(up) (``calibration_report``).
+    calibration: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def val_auc(self) -> float:
@@ -123,19 +126,25 @@ def train_candidates(
             feature_cfg=cfg.features,
             model_cfg=cfg.models,
             regime_model=regime_model,
+            calibrated=False,  # below, on the validation predictions made once
         )
+        val_raw = pipe.predict_features(parts.val, calibrated=False)
+        choice = calibrate(pipe, parts.val, cfg.models.calibration, raw_val=val_raw)
         fit_s = time.perf_counter() - start
-        val_probs = pipe.predict_features(parts.val)
-        test_probs = pipe.predict_features(parts.test)
+        test_raw = pipe.predict_features(parts.test, calibrated=False)
+        test_probs = {h: pipe.calibrated(h, p) for h, p in test_raw.items()}
         kw = {"eval_cfg": cfg.evaluation, "timeframe": cfg.data.timeframe}
         result = CandidateResult(
             name=name,
             pipeline=pipe,
-            val_metrics=score_probabilities(parts.val, val_probs, **kw),
+            # selection ranks candidates by validation AUC: the raw p (the calibrator was
+            # fitted on these rows; a monotone map leaves the ranking as it was)
+            val_metrics=score_probabilities(parts.val, val_raw, **kw),
             test_metrics=score_probabilities(parts.test, test_probs, **kw),
             test_probs=test_probs,
             fit_seconds=fit_s,
             test_sliced_metrics=slice_all(parts.test, test_probs),
+            calibration=calibration_report(pipe, parts.test, test_raw, test_probs, choice),
         )
         log.info(
             "candidate %s: val AUC %.4f, test AUC %.4f (%.1fs)",
@@ -155,21 +164,63 @@ def train_candidates(
     return results
 
 
+def calibration_report(
+    pipe: CandlePipeline,
+    test: pd.DataFrame,
+    raw: dict[int, np.ndarray],
+    calibrated: dict[int, np.ndarray],
+    choice: pd.DataFrame,
+) -> pd.DataFrame:
+    """One row per horizon: the method chosen on validation (with its holdout log loss
+    against the raw p), and on the **test** rows the expected calibration error and AUC
+    of the raw and the calibrated P(up)."""
+    from ml_core.evaluation.metrics import classification_metrics, expected_calibration_error
+
+    rows = []
+    for h in pipe.horizons:
+        y = test[f"up_{h}"].to_numpy(float) if not test.empty else np.empty(0)
+        cal = pipe.calibrators.get(h)
+        picked = choice[(choice["horizon"] == h)] if not choice.empty else choice
+        loss = picked.set_index("method")["holdout_log_loss"] if len(picked) else pd.Series()
+        method = cal.method if cal is not None else "none"
+        raw_m = classification_metrics(y, raw[h]) if y.size else {}
+        cal_m = classification_metrics(y, calibrated[h]) if y.size else {}
+        rows.append(
+            {
+                "horizon": h,
+                "method": method,
+                "n_val": cal.n_rows if cal is not None else 0,
+                "val_log_loss_raw": float(loss.get("none", np.nan)),
+                "val_log_loss": float(loss.get(method, np.nan)),
+                "n_test": int(raw_m.get("n", 0) or 0),
+                "test_ece_raw": expected_calibration_error(y, raw[h]) if y.size else np.nan,
+                "test_ece": expected_calibration_error(y, calibrated[h]) if y.size else np.nan,
+                "test_auc_raw": raw_m.get("auc", np.nan),
+                "test_auc": cal_m.get("auc", np.nan),
+                "test_log_loss_raw": raw_m.get("log_loss", np.nan),
+                "test_log_loss": cal_m.get("log_loss", np.nan),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def evaluate_pipeline(
     pipe: CandlePipeline, parts: SplitParts, cfg: CoincastConfig
 ) -> CandidateResult:
     """An already fitted pipeline scored on this split's validation and test parts."""
     kw = {"eval_cfg": cfg.evaluation, "timeframe": cfg.data.timeframe}
-    val_probs = pipe.predict_features(parts.val)
-    test_probs = pipe.predict_features(parts.test)
+    val_raw = pipe.predict_features(parts.val, calibrated=False)  # as train_candidates
+    test_raw = pipe.predict_features(parts.test, calibrated=False)
+    test_probs = {h: pipe.calibrated(h, p) for h, p in test_raw.items()}
     return CandidateResult(
         name=pipe.candidate,
         pipeline=pipe,
-        val_metrics=score_probabilities(parts.val, val_probs, **kw),
+        val_metrics=score_probabilities(parts.val, val_raw, **kw),
         test_metrics=score_probabilities(parts.test, test_probs, **kw),
         test_probs=test_probs,
         fit_seconds=0.0,
         test_sliced_metrics=slice_all(parts.test, test_probs),
+        calibration=calibration_report(pipe, parts.test, test_raw, test_probs, pd.DataFrame()),
     )
 
 

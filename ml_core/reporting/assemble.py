@@ -56,6 +56,7 @@ def build_run_report(
     summary["fees (bps per turnover)"] = eval_cfg.fee_bps
     extra = [_sliced_table(results, column) for column in SLICE_NOTES]
     extra = [t for t in extra if t is not None] + list(extra_tables or [])
+    extra += _calibration_tables(results, best, calibration)
     if not best.regression_metrics.empty:
         from ml_core.evaluation.regression import REPORT_NOTE, REPORT_TITLE, report_table
 
@@ -78,6 +79,46 @@ def build_run_report(
         feature_importance=imp_series,
         extra_tables=extra,
     )
+
+
+def _calibration_tables(
+    results: list[CandidateResult],
+    best: CandidateResult,
+    bins: dict[tuple[str, int], pd.DataFrame],
+) -> list[tuple[str, str, pd.DataFrame]]:
+    """The calibration summary of every candidate, and the served one's reliability bins
+    with their counts."""
+    summary = [r.calibration.assign(candidate=r.name) for r in results if not r.calibration.empty]
+    out = []
+    if summary:
+        table = pd.concat(summary, ignore_index=True)
+        cols = ["candidate", "horizon", "method", "n_val", "n_test"]
+        cols += ["test_ece_raw", "test_ece", "test_auc_raw", "test_auc"]
+        out.append(
+            (
+                "Calibration",
+                "P(up) calibrated on the validation part (method chosen by log loss on its "
+                "latest third: none, sigmoid or isotonic), scored on the test part: expected "
+                "calibration error (ECE, 10 equal-width bins, weighted by rows; 0 = the "
+                "forecast is the observed frequency) and AUC, raw and calibrated.",
+                table[cols].round(4),
+            )
+        )
+    reliability = [
+        t.assign(horizon=h)[["horizon", "p_lo", "p_hi", "n", "mean_p", "frac_up"]]
+        for (name, h), t in sorted(bins.items(), key=lambda kv: kv[0][1])
+        if name == best.name and not t.empty
+    ]
+    if reliability:
+        out.append(
+            (
+                f"Reliability of {best.name} (test)",
+                "Calibrated P(up) in bins: the rows per bin (n), the mean forecast and the "
+                "observed share of up moves; a calibrated forecast has mean_p = frac_up.",
+                pd.concat(reliability, ignore_index=True).round(4),
+            )
+        )
+    return out
 
 
 SLICE_NOTES = {

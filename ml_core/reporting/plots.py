@@ -139,10 +139,10 @@ def plot_equity_curves(
 
 
 def plot_calibration(
-    tables: Mapping[tuple[str, int], pd.DataFrame], max_horizons: int = 2
+    tables: Mapping[tuple[str, int], pd.DataFrame], max_horizons: int = 4
 ) -> bytes | None:
-    """Reliability diagrams (mean forecast vs observed up share) per candidate,
-    for the shortest and longest horizon present (at most ``max_horizons``)."""
+    """Reliability diagrams (mean forecast vs observed up share) per candidate, for every
+    horizon (at most ``max_horizons``, spread from the shortest to the longest)."""
     available = sorted({h for _, h in tables})
     if not available:
         return None

@@ -93,6 +93,21 @@ def test_service_answers_equal_the_pyfunc_on_the_same_candles(client, served_hom
     merged = got.merge(expected, on=["symbol", "horizon"], suffixes=("", "_pyfunc"))
     assert (pd.to_datetime(merged["ts"]).dt.tz_localize(None) == merged["ts_pyfunc"]).all()
     np.testing.assert_allclose(merged["p_up"], merged["p_up_pyfunc"], rtol=0, atol=1e-12)
+    # what both serve is the calibrated P(up): the validation-fitted calibrator of each
+    # horizon applied to the model's raw probability
+    import copy
+
+    pipe = store.load_pipeline("2")
+    assert set(pipe.calibrators) == set(HORIZONS)
+    bare = copy.copy(pipe)
+    bare.calibrators = {}
+    raw = bare.predict(candles, latest_only=True)
+    merged = merged.merge(raw[["symbol", "horizon", "p_up"]].rename(columns={"p_up": "raw"}))
+    for h, rows in merged.groupby("horizon"):
+        want = pipe.calibrators[h](rows["raw"].to_numpy())
+        np.testing.assert_allclose(rows["p_up"], want, rtol=0, atol=1e-12)
+        if pipe.calibrators[h].method != "none":
+            assert not np.allclose(rows["p_up"], rows["raw"])
     assert set(got["regime"]) <= {"Bear", "Sideways", "Bull"} and got["regime"].notna().all()
 
     # the same candles read from the warehouse give the same answer
