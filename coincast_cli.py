@@ -44,6 +44,10 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+#: ``coincast -v``: Prefect's and MLflow's log lines on the console instead of step lines.
+_VERBOSE = {"on": False}
+
+
 @app.callback()
 def _main(
     version: Annotated[
@@ -52,8 +56,18 @@ def _main(
             "--version", callback=_print_version, is_eager=True, help="Print the version."
         ),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show Prefect's and MLflow's log lines while a flow runs (default: one line "
+            "per finished step; the whole log is in <home>/logs/coincast.log either way).",
+        ),
+    ] = False,
 ) -> None:
     """coincast: honest crypto direction models, from candles to a promoted champion."""
+    _VERBOSE["on"] = verbose
 
 
 # markup off: symbols, paths and reasons come from user data and are printed as written
@@ -203,9 +217,12 @@ def _flow_logging(cfg: CoincastConfig) -> Iterator[Path]:
     consoles = [h for h in root.handlers if h is not file_handler]
     for h in consoles:
         h.addFilter(short)
+    from deployments.progress import quiet_progress
+
     try:
-        _sweep_orphans(cfg)
-        yield log_file
+        with quiet_progress(err_console, verbose=_VERBOSE["on"]):
+            _sweep_orphans(cfg)
+            yield log_file
     finally:
         for h in consoles:
             h.removeFilter(short)
