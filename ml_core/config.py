@@ -592,6 +592,12 @@ class GateConfig(_Section):
         "kept for comparisons): 1 = same-window test AUC, 2 = adds CPCV and PBO. The weekly "
         "retrain and the promote flow use the weekly rules (ml_core.evaluation.weekly).",
     )
+    require_after_fee_edge: bool = Field(
+        default=False,
+        description="Refuse a challenger whose served horizons lose money after fees on the "
+        "test window (mean after-fee return over them <= 0, trading view of `evaluation`). "
+        "Off: the after-fee numbers are recorded in every decision all the same.",
+    )
     cpcv_groups: int = Field(default=6, ge=3, description="CPCV time groups N.")
     cpcv_test_groups: int = Field(default=2, ge=1, description="CPCV test groups k per split.")
     cpcv_embargo: float = Field(

@@ -89,7 +89,67 @@ def decide_week(
     selection: SelectionStats | None,
     cfg: CoincastConfig,
 ) -> WeeklyVerdict:
-    """Decide this week's retrain from the fitted candidates and the current champion."""
+    """Decide this week's retrain from the fitted candidates and the current champion; the
+    challenger's after-fee test returns are added to the decision's numbers, and with
+    ``registry.gate.require_after_fee_edge`` a money-losing challenger is refused."""
+    verdict = _decide(parts, results, champion=champion, selection=selection, cfg=cfg)
+    return after_fee_rule(verdict, cfg)
+
+
+def after_fee_rule(verdict: WeeklyVerdict, cfg: CoincastConfig) -> WeeklyVerdict:
+    """``verdict`` with the registered candidate's after-fee test return per served horizon
+    (and buy-and-hold on the same blocks) in its metrics; refused when the rule is on, the
+    policy is coincast and the mean over the served horizons is not above zero."""
+    result = verdict.register
+    if result is None or result.test_metrics.empty or "total_return" not in result.test_metrics:
+        return verdict
+    gate = verdict.gate
+    metrics = result.test_metrics.set_index("horizon")
+    served = [h for h in (gate.edge_horizons or metrics.index) if h in metrics.index]
+    if not served:
+        return verdict
+    numbers: dict[str, Any] = {"after_fee_fee_bps": cfg.evaluation.fee_bps}
+    for h in served:
+        numbers[f"after_fee_return_h{h}"] = float(metrics.loc[h, "total_return"])
+        numbers[f"after_fee_bh_return_h{h}"] = float(metrics.loc[h, "bh_total_return"])
+    returns = [numbers[f"after_fee_return_h{h}"] for h in served]
+    mean = float(np.nanmean(returns)) if np.isfinite(returns).any() else float("nan")
+    numbers["after_fee_return_mean"] = mean
+    gate.metrics.update(numbers)
+    refuse = (
+        cfg.registry.gate.require_after_fee_edge
+        and cfg.registry.policy == "coincast"
+        and gate.promote
+        and not mean > 0
+    )
+    if not refuse:
+        return verdict
+    each = ", ".join(
+        f"h={h} {numbers[f'after_fee_return_h{h}']:+.1%} "
+        f"(buy-and-hold {numbers[f'after_fee_bh_return_h{h}']:+.1%})"
+        for h in served
+    )
+    verdict.gate = GateResult(
+        False,
+        f"after fees ({cfg.evaluation.fee_bps:g} bps) the served horizons lose money on the "
+        f"test window: mean {mean:+.1%} over {len(served)} horizon(s): {each}; "
+        f"registry.gate.require_after_fee_edge refuses it (the gate had said: {gate.reason})",
+        gate.metrics,
+        "after_fee_edge",
+        gate.kind,
+        gate.edge_horizons,
+    )
+    return verdict
+
+
+def _decide(
+    parts: SplitParts,
+    results: Sequence[CandidateResult],
+    *,
+    champion: CandlePipeline | None,
+    selection: SelectionStats | None,
+    cfg: CoincastConfig,
+) -> WeeklyVerdict:
     best = select_best(list(results))
     horizons = list(cfg.horizons)
     if cfg.registry.policy == "latest":

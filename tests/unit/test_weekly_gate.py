@@ -194,3 +194,28 @@ def test_final_fit_refits_the_recipe_on_more_rows(planted_weeks, final_fit):
     h = evaluated.horizons[0]
     assert not np.allclose(served.models[h].model_.coef_, evaluated.models[h].model_.coef_)
     assert refit_for_serving(evaluated, parts1, "train", cfg.models) is evaluated
+
+
+def test_the_after_fee_rule_refuses_a_champion_that_loses_money_after_fees():
+    """The planted signal pays at 4 bps; at 300 bps a trade every bar loses it all: with
+    registry.gate.require_after_fee_edge the same skilled challenger is refused, the reason
+    naming the after-fee and buy-and-hold returns. Off, it is recorded, not applied."""
+    bars = candles(7, signal=0.4)
+    outcomes = {}
+    for fee, rule in ((4.0, True), (300.0, True), (300.0, False)):
+        cfg = fast_cfg(gate={"cpcv_max_train_rows": 2500, "require_after_fee_edge": rule})
+        cfg = cfg.model_copy(
+            update={"evaluation": cfg.evaluation.model_copy(update={"fee_bps": fee})}
+        )
+        parts, results = fit_week(cfg, bars)
+        outcomes[(fee, rule)] = decide_week(
+            parts, results, champion=None, selection=None, cfg=cfg
+        ).gate
+    cheap, costly, off = outcomes[(4.0, True)], outcomes[(300.0, True)], outcomes[(300.0, False)]
+    assert cheap.promote and cheap.metrics["after_fee_return_h1"] > 0, cheap.reason
+    assert cheap.metrics["after_fee_fee_bps"] == 4.0
+    assert not costly.promote and costly.rule == "after_fee_edge"
+    assert costly.metrics["after_fee_return_mean"] <= 0
+    assert costly.reason.startswith("after fees (300 bps) the served horizons lose money")
+    assert "h=1 " in costly.reason and "buy-and-hold" in costly.reason
+    assert off.promote and off.metrics["after_fee_return_mean"] <= 0  # recorded only
