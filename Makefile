@@ -27,18 +27,21 @@ run: install
 	$(BIN)/coincast retrain --timeframe 1h
 	$(BIN)/coincast status --timeframe 1h
 
+LINTED := ml_core tasks flows deployments coincast_cli.py tests benchmarks
+
 ## The whole test suite (import contracts, lint, unit, flow and end-to-end tests).
 test: install
 	$(BIN)/lint-imports
-	$(BIN)/ruff check ml_core tasks flows deployments coincast_cli.py tests benchmarks
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/pytest
 
 test-fast: install
 	$(BIN)/pytest -m "not slow"
 
 lint: install
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 ## Prefect UI (127.0.0.1:4200), MLflow UI (127.0.0.1:5000) and the deployments; Ctrl-C stops all.
 ui: install

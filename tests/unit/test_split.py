@@ -285,3 +285,24 @@ def test_scaler_uses_pooled_stats_for_unseen_symbols_and_guards_fit():
     scaler = SymbolRobustScaler(["x"]).fit(frame)
     other = frame.assign(symbol="NEW")
     np.testing.assert_allclose(scaler.transform(other), scaler.transform(frame))
+
+
+@pytest.mark.parametrize("mode", ["calendar", "per_symbol"])
+def test_validation_labels_never_reach_the_test_part(mode):
+    """The second purge (validation -> test): a validation row whose label ends inside the
+    test part is dropped, as a training row reaching validation is. The row gap alone
+    misses it when a label spans a dropped stretch."""
+    cfg = SplitConfig(mode=mode, min_train_rows=50)
+    frame = _frame({"A": 500, "B": 500})
+    i = 380  # a validation-time row of A (train 60%, val 20%)
+    frame.loc[i, "t1_5"] = frame.ts.iloc[495]
+    parts = chronological_split(frame, horizons=H, cfg=cfg)
+    val_a = parts.val[parts.val.symbol == "A"]
+    test_a = parts.test[parts.test.symbol == "A"]
+    assert val_a.ts.min() < frame.ts.iloc[i] < val_a.ts.max()  # inside validation's span
+    assert frame.ts.iloc[i] not in set(val_a.ts)  # ... and purged
+    for symbol in ("A", "B"):
+        val = parts.val[parts.val.symbol == symbol]
+        test = parts.test[parts.test.symbol == symbol]
+        assert val[[f"t1_{h}" for h in H]].max().max() < test.ts.min()
+    assert len(test_a) > 0
