@@ -24,14 +24,22 @@ from ml_core.registry.promotion import (
 )
 from ml_core.registry.store import RegistryStore
 from ml_core.registry.tracking import TrackingContext
+from ml_core.reporting.model_card import model_card
 from ml_core.validation.split import SplitParts
+from tasks.retrying import transient_only
 
 
 def _tracking(cfg: CoincastConfig) -> TrackingContext:
     return TrackingContext(cfg.tracking_uri, cfg.artifact_location, cfg.registry.experiment_name)
 
 
-@task(name="register-challenger", cache_policy=NONE, retries=1, retry_delay_seconds=3)
+@task(
+    name="register-challenger",
+    cache_policy=NONE,
+    retries=1,
+    retry_condition_fn=transient_only,
+    retry_delay_seconds=3,
+)
 def register_best(
     cfg: CoincastConfig, results: list[CandidateResult], baselines: pd.DataFrame, parts: SplitParts
 ) -> dict:
@@ -147,7 +155,13 @@ def decide_weekly(
     return verdict
 
 
-@task(name="register-served", cache_policy=NONE, retries=1, retry_delay_seconds=3)
+@task(
+    name="register-served",
+    cache_policy=NONE,
+    retries=1,
+    retry_condition_fn=transient_only,
+    retry_delay_seconds=3,
+)
 def register_served(
     cfg: CoincastConfig,
     verdict: WeeklyVerdict,
@@ -185,6 +199,18 @@ def register_served(
         split_summary=parts.summary(),
         served=served,
         decision_tags={"coincast.week_kind": verdict.kind},
+    )
+    card = model_card(
+        name=cfg.model_name,
+        verdict=verdict,
+        chosen=chosen,
+        results=results,
+        parts=parts,
+        final_fit=final_fit,
+        fee_bps=cfg.evaluation.fee_bps,
+    )
+    RegistryStore(cfg.tracking_uri, cfg.model_name).describe_version(
+        record.registered.version, card
     )
     get_run_logger().info(
         "registered %s v%s (%s, served fit on %s)",

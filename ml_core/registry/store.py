@@ -376,6 +376,10 @@ class RegistryStore:
         log.info("alias %s@%s deleted", self.model_name, alias)
         return True
 
+    def describe_version(self, version: str, text: str) -> None:
+        """Set the version's description (the model card the MLflow UI shows on its page)."""
+        self.client.update_model_version(self.model_name, str(version), description=text)
+
     def set_version_tags(self, version: str, tags: Mapping[str, Any]) -> None:
         """Set tags on one version (values stringified)."""
         self.get_version(version)

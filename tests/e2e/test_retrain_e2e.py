@@ -71,6 +71,12 @@ def test_retrain_twice_promotes_then_decides_and_pyfunc_matches(prefect_harness,
     assert (home / "reports" / cfg.model_name / "latest.html").exists()
 
     assert first["kind"] == "first"
+    from mlflow.tracking import MlflowClient
+
+    card = MlflowClient(cfg.tracking_uri).get_model_version(cfg.model_name, champion.version)
+    assert card.description.startswith(f"**{cfg.model_name}**: `")  # the model card
+    assert "**Decision (first):** promoted" in card.description
+    assert "| lightgbm" in card.description and "**Data:** train 2025-" in card.description
 
     same = retrain_flow(params)  # same data: the champion's recipe has nothing new to learn
     assert same["kind"] == "no_new_data" and not same["decision"]["promote"]
