@@ -99,6 +99,7 @@ def _config(
     profile: str | None = None,
     dataset: bool = True,
     files: list[Path] | None = None,
+    flows: bool = False,
 ) -> CoincastConfig:
     """The one config of this command; ``dataset``: fill in the timeframe from the warehouse
     (and the ``files`` the command ingests first) when it was not given
@@ -114,6 +115,8 @@ def _config(
 
         cfg = resolve_timeframe(cfg, files or ())
     _prefect_env(cfg)
+    if flows:  # Prefect makes PREFECT_HOME when imported: a fresh home warned it could not
+        (cfg.home.resolve() / "prefect").mkdir(parents=True, exist_ok=True)
     return cfg
 
 
@@ -686,7 +689,7 @@ def retrain(
 ) -> None:
     """Run the weekly retrain flow: validate, features, train, promote, report."""
     with _user_errors():
-        cfg = _config(home, config, timeframe, profile=profile, files=ingest_path)
+        cfg = _config(home, config, timeframe, profile=profile, files=ingest_path, flows=True)
         from flows.params import RetrainParams
         from flows.retrain import retrain_flow
         from ml_core.data.datasets import require_candles
@@ -852,7 +855,7 @@ def tune(
 ) -> None:
     """Run the tune flow: Optuna studies on purged validation; the next retrain uses the best."""
     with _user_errors():
-        cfg = _config(home, config, timeframe)
+        cfg = _config(home, config, timeframe, flows=True)
         from flows.tune import TuneParams, tune_flow
         from ml_core.models.tuning import check_tunable
 
@@ -1047,7 +1050,7 @@ def score(
 ) -> None:
     """Run the predict flow: score new bars with champion (+ shadows), store predictions."""
     with _user_errors():
-        cfg = _config(home, config, timeframe)
+        cfg = _config(home, config, timeframe, flows=True)
         from flows.params import PredictParams
         from flows.predict import predict_flow
 
@@ -1077,7 +1080,7 @@ def monitor(
 ) -> None:
     """Run the monitor flow: realized metrics, drift, automatic rollback on breach."""
     with _user_errors():
-        cfg = _config(home, config, timeframe)
+        cfg = _config(home, config, timeframe, flows=True)
         from flows.monitor import monitor_flow
         from flows.params import MonitorParams
 

@@ -14,9 +14,16 @@ from ml_core.data.warehouse import Warehouse
 from ml_core.errors import DataContractError
 from ml_core.quality.report import QualityReport
 from ml_core.quality.suite import validate_candles
+from tasks.retrying import transient_only
 
 
-@task(name="ingest-files", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+@task(
+    name="ingest-files",
+    cache_policy=NONE,
+    retries=1,
+    retry_condition_fn=transient_only,
+    retry_delay_seconds=2,
+)
 def ingest_files(
     cfg: CoincastConfig,
     paths: list[str],

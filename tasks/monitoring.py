@@ -25,6 +25,7 @@ from ml_core.registry.promotion import rollback
 from ml_core.registry.store import RegistryStore
 from ml_core.registry.tracking import TrackingContext
 from tasks.artifacts import publish_markdown, publish_table
+from tasks.retrying import transient_only
 
 ROLLBACK_EVENT = "coincast.champion.rolled-back"
 
@@ -33,7 +34,13 @@ def _store(cfg: CoincastConfig) -> RegistryStore:
     return RegistryStore(cfg.tracking_uri, cfg.model_name)
 
 
-@task(name="evaluate-realized", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+@task(
+    name="evaluate-realized",
+    cache_policy=NONE,
+    retries=1,
+    retry_condition_fn=transient_only,
+    retry_delay_seconds=2,
+)
 def evaluate_realized(cfg: CoincastConfig) -> MonitorEvaluation:
     """Realized metrics per version over the window and the rollback rule's decision."""
     store = _store(cfg)
@@ -50,7 +57,13 @@ def evaluate_realized(cfg: CoincastConfig) -> MonitorEvaluation:
     return ev
 
 
-@task(name="measure-drift", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+@task(
+    name="measure-drift",
+    cache_policy=NONE,
+    retries=1,
+    retry_condition_fn=transient_only,
+    retry_delay_seconds=2,
+)
 def drift_of_features(cfg: CoincastConfig, ev: MonitorEvaluation) -> pd.DataFrame:
     """PSI / KS per feature: live window vs the bars before the champion's first prediction."""
     drift = measure_drift(
@@ -70,7 +83,13 @@ def drift_of_features(cfg: CoincastConfig, ev: MonitorEvaluation) -> pd.DataFram
     return drift
 
 
-@task(name="record-evaluation", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+@task(
+    name="record-evaluation",
+    cache_policy=NONE,
+    retries=2,
+    retry_condition_fn=transient_only,
+    retry_delay_seconds=2,
+)
 def record_evaluation(cfg: CoincastConfig, ev: MonitorEvaluation, drift: pd.DataFrame) -> dict:
     """Rows of ``monitor_metrics`` (with the breach flag), ``drift_metrics`` and the
     detector's state; before any rollback, so a crash after this repeats the decision
@@ -88,7 +107,13 @@ def record_evaluation(cfg: CoincastConfig, ev: MonitorEvaluation, drift: pd.Data
     }
 
 
-@task(name="log-monitor-mlflow", cache_policy=NONE, retries=1, retry_delay_seconds=3)
+@task(
+    name="log-monitor-mlflow",
+    cache_policy=NONE,
+    retries=1,
+    retry_condition_fn=transient_only,
+    retry_delay_seconds=3,
+)
 def log_to_mlflow(cfg: CoincastConfig, ev: MonitorEvaluation, drift: pd.DataFrame) -> str:
     """A run in the ``coincast-monitor`` experiment with the metrics, drift and decision."""
     tracking = TrackingContext(cfg.tracking_uri, cfg.artifact_location, cfg.monitor.experiment_name)

@@ -23,9 +23,16 @@ from ml_core.monitoring.predictions import (
 from ml_core.registry.moves import serving_aliases
 from ml_core.registry.store import TAG_LOOKBACK, RegistryStore
 from tasks.artifacts import publish_table
+from tasks.retrying import transient_only
 
 
-@task(name="load-scorers", cache_policy=NONE, retries=1, retry_delay_seconds=3)
+@task(
+    name="load-scorers",
+    cache_policy=NONE,
+    retries=1,
+    retry_condition_fn=transient_only,
+    retry_delay_seconds=3,
+)
 def load_scorers(cfg: CoincastConfig) -> list[Scorer]:
     """One pyfunc per aliased version (champion first, then challenger / previous shadows)."""
     store = RegistryStore(cfg.tracking_uri, cfg.model_name)
@@ -63,7 +70,13 @@ def _pyfunc_predict(model):  # noqa: ANN001, ANN202 - an mlflow PyFuncModel
     return lambda candles: pd.DataFrame(model.predict(candles))
 
 
-@task(name="read-new-candles", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+@task(
+    name="read-new-candles",
+    cache_policy=NONE,
+    retries=2,
+    retry_condition_fn=transient_only,
+    retry_delay_seconds=2,
+)
 def read_new_candles(
     cfg: CoincastConfig, scorers: list[Scorer], symbols: list[str] | None
 ) -> tuple[ScoringWindow, pd.DataFrame]:
@@ -103,7 +116,13 @@ def score_new_bars(
     return preds
 
 
-@task(name="store-predictions", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+@task(
+    name="store-predictions",
+    cache_policy=NONE,
+    retries=2,
+    retry_condition_fn=transient_only,
+    retry_delay_seconds=2,
+)
 def store_predictions(cfg: CoincastConfig, predictions: pd.DataFrame) -> int:
     """Upsert on (model_name, model_version, symbol, ts, horizon): reruns change nothing."""
     return upsert_predictions(Warehouse(cfg.warehouse_path), predictions)

@@ -21,6 +21,7 @@ from ml_core.replay.clock import check_clock
 from ml_core.replay.dataset import load_candles, model_frame
 from ml_core.replay.report import ReplayReport, policy_summary, write_replay_report
 from tasks.artifacts import publish_markdown, publish_table
+from tasks.retrying import transient_only
 
 
 @task(name="load-replay-data", cache_policy=NONE)
@@ -52,7 +53,13 @@ def prepare_home(base: dict, policy: str, home: str, overwrite: bool) -> tuple[s
     return str(path), cfg
 
 
-@task(name="feed-candles", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+@task(
+    name="feed-candles",
+    cache_policy=NONE,
+    retries=2,
+    retry_condition_fn=transient_only,
+    retry_delay_seconds=2,
+)
 def feed_candles(cfg: CoincastConfig, candles: pd.DataFrame, at: pd.Timestamp) -> int:
     """Ingest the bars closed since the last feed through the quality gate; rows new."""
     if candles.empty:
@@ -130,7 +137,13 @@ def write_report(report: ReplayReport, out_dir: str) -> dict[str, str]:
     return {k: str(v) for k, v in paths.items()}
 
 
-@task(name="log-replay-mlflow", cache_policy=NONE, retries=1, retry_delay_seconds=3)
+@task(
+    name="log-replay-mlflow",
+    cache_policy=NONE,
+    retries=1,
+    retry_condition_fn=transient_only,
+    retry_delay_seconds=3,
+)
 def log_replay(
     tracking_uri: str, artifact_location: str | None, report: ReplayReport, paths: dict[str, str]
 ) -> str:

@@ -28,6 +28,7 @@ from ml_core.registry.tracking import TrackingContext
 from ml_core.registry.tuning_log import log_applied_tuning, log_tuning, redact_url
 from ml_core.validation.split import SplitParts
 from tasks.artifacts import publish_table
+from tasks.retrying import transient_only
 
 
 @task(name="plan-tuning", cache_policy=NONE)
@@ -155,7 +156,13 @@ def apply_tuning(cfg: CoincastConfig) -> tuple[CoincastConfig, dict]:
     return apply_tuned_params(cfg), applied
 
 
-@task(name="record-tuned-params", cache_policy=NONE, retries=1, retry_delay_seconds=3)
+@task(
+    name="record-tuned-params",
+    cache_policy=NONE,
+    retries=1,
+    retry_condition_fn=transient_only,
+    retry_delay_seconds=3,
+)
 def record_applied_tuning(cfg: CoincastConfig, applied: dict, run_id: str) -> None:
     """Tuned params a retrain used, as params of its MLflow train run."""
     log_applied_tuning(cfg.tracking_uri, run_id, applied)

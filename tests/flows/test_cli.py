@@ -143,8 +143,9 @@ def test_a_failing_flow_prints_one_error_line_and_logs_the_traceback(tmp_path):
     path = tmp_path / "ABC_USDT-1m.csv"
     bad.to_csv(path, index=False)
     exe = Path(sys.executable).with_name("coincast")
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    env = dict(os.environ)  # a fresh home: Prefect's own home inside it, made in time
     env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_HOME", None)
     proc = subprocess.run(
         [str(exe), "retrain", "--home", str(home), "-t", "1m", "--ingest", str(path)],
         capture_output=True,
@@ -156,6 +157,13 @@ def test_a_failing_flow_prints_one_error_line_and_logs_the_traceback(tmp_path):
     assert proc.returncode == 2, out
     assert "Traceback" not in out
     assert "error:" in out and "volume" in out and "quarantined" in out
+    assert "Failed to create the Prefect home" not in out and (home / "prefect").is_dir()
+    assert "✗ ingest" in out and "✗ retrain" in out  # the step lines say where it stopped
+    import duckdb
+
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        n = con.execute("SELECT count(*) FROM quarantine").fetchone()[0]
+    assert n == 1  # a data error is not retried (it quarantined the batch twice before)
     log_file = home / "logs" / "coincast.log"
     assert f"traceback in {log_file}" in out.replace("\n", "")
     assert "Traceback (most recent call last)" in log_file.read_text()
