@@ -34,7 +34,9 @@ def retrain_flow(params: RetrainParams = RetrainParams()) -> dict:  # noqa: B008
     trained = train_flow(run)
     champion_version, champion = load_champion(cfg)
     verdict = decide_weekly(cfg, trained.parts, trained.results, champion, trained.selection)
-    registered = register_served(cfg, verdict, trained.results, trained.baselines, trained.parts)
+    registered = register_served(
+        cfg, verdict, trained.results, trained.baselines, trained.parts, trained.selection
+    )
     decision = apply_weekly(cfg, verdict, registered, champion_version)
     if registered is not None:
         record_applied_tuning(trained.cfg, trained.tuned, registered["run_id"])

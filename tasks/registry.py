@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import asdict
 
 import pandas as pd
@@ -168,8 +169,13 @@ def register_served(
     results: list[CandidateResult],
     baselines: pd.DataFrame,
     parts: SplitParts,
+    selection: dict | None = None,
 ) -> dict | None:
-    """Refit the decided candidate per ``registry.final_fit`` and register it (None: nothing)."""
+    """Refit the decided candidate per ``registry.final_fit`` and register it (None: nothing).
+
+    ``selection`` (this retrain's PBO / deflated Sharpe over its candidates) is kept on the
+    version (tag ``coincast.selection``), so an on-demand promote of it applies the same
+    rules as the weekly retrain that registered it."""
     chosen = verdict.register
     if chosen is None:
         return None
@@ -198,7 +204,10 @@ def register_served(
         baselines=baselines,
         split_summary=parts.summary(),
         served=served,
-        decision_tags={"coincast.week_kind": verdict.kind},
+        decision_tags={
+            "coincast.week_kind": verdict.kind,
+            **({SELECTION_TAG: json.dumps(selection)} if selection is not None else {}),
+        },
     )
     card = model_card(
         name=cfg.model_name,
@@ -287,11 +296,19 @@ def decide_registered(
         )
         return WeeklyVerdict(gate, None), registered
     result = evaluate_pipeline(pipe, parts, cfg)
-    verdict = decide_week(parts, [result], champion=champion, selection=None, cfg=cfg)
+    tags = store.version_tags(version)
+    selection = json.loads(tags[SELECTION_TAG]) if SELECTION_TAG in tags else None
+    verdict = decide_week(
+        parts, [result], champion=champion, selection=_selection(selection), cfg=cfg
+    )
     if verdict.register is None:  # "no new data": nothing moves
         return verdict, None
     get_run_logger().info("v%s on demand: %s - %s", version, verdict.kind, verdict.gate.reason)
     return verdict, registered
+
+
+#: Version tag holding the PBO / deflated-Sharpe stats of the retrain that registered it.
+SELECTION_TAG = "coincast.selection"
 
 
 def _selection(values: dict | None) -> SelectionStats | None:
