@@ -248,7 +248,12 @@ def apply_weekly(
     """Move the aliases per the week's verdict and audit it (a "keep" row when nothing moves)."""
     store = RegistryStore(cfg.tracking_uri, cfg.model_name)
     warehouse = Warehouse(cfg.warehouse_path)
-    metrics = {**verdict.gate.metrics, "kind": verdict.kind, "steps": verdict.steps}
+    metrics = {
+        **verdict.gate.metrics,
+        "kind": verdict.kind,
+        "rule": verdict.gate.rule,
+        "steps": verdict.steps,
+    }
     if registered is None:
         row = record_no_move(
             store, warehouse, reason=verdict.gate.reason, metrics=metrics, actor=actor

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -287,13 +288,89 @@ def _bh_line(group: pd.DataFrame) -> str | None:
     return ", ".join(parts) or None
 
 
+#: Decision keys left out of the folded table: metrics_json repeats the metrics below it.
+_DECISION_HIDDEN = {"promoted", "promote", "reason", "metrics_json"}
+
+
 def _decision_view(decision: Mapping[str, Any]) -> dict[str, Any]:
-    details = {k: v for k, v in decision.items() if k not in {"promoted", "promote", "reason"}}
+    details = {k: v for k, v in decision.items() if k not in _DECISION_HIDDEN}
     return {
         "promoted": decision.get("promoted", decision.get("promote")),
         "reason": str(decision.get("reason", "no reason given")),
+        "summary": decision_summary(decision),
         "details": [(str(k), format_value(_plain(v), str(k))) for k, v in _flatten(details)],
     }
+
+
+def decision_summary(decision: Mapping[str, Any]) -> list[str]:
+    """The decision in a few plain lines, each saying what its numbers are averaged over:
+    the kind and the rule that decided, champion before and after, the served horizons
+    and their skill bounds, PBO, the after-fee result."""
+    m = decision.get("metrics") or {}
+    lines = []
+    kind = decision.get("kind") or m.get("kind") or "on demand"
+    rule = m.get("rule") or decision.get("rule")
+    lines.append(f"Week: {kind}" + (f"; decided by the {rule} rule" if rule else ""))
+    before, after = decision.get("champion_before"), decision.get("champion_after")
+    if before is not None or after is not None or decision.get("challenger_version"):
+        who = decision.get("candidate")
+        lines.append(
+            f"Champion {_v(before)} -> {_v(after)}; challenger {_v(decision.get('challenger_version'))}"
+            + (f" ({who})" if who else "")
+        )
+    horizons = sorted({int(k[len("skill_h") :]) for k in m if re.fullmatch(r"skill_h\d+", k)})
+    edge = m.get("edge_horizons")
+    if horizons:
+        served = [h for h in horizons if edge is None or h in (edge or [])]
+        lines.append(
+            "Serves: "
+            + (", ".join(f"h={h}" for h in served) if served else "no horizon")
+            + (
+                f" (no edge at {', '.join(f'h={h}' for h in horizons if h not in served)})"
+                if len(served) < len(horizons)
+                else ""
+            )
+        )
+        for h in served:
+            test = m.get(f"skill_h{h}_test_mean_diff")
+            if test is None:
+                continue
+            lines.append(
+                f"h={h}: AUC {test:+.4f} over {m.get(f'skill_h{h}_baseline')} on the test window "
+                f"(lower bound {m.get(f'skill_h{h}_test_ci_low', float('nan')):+.4f}, over "
+                f"{m.get(f'skill_h{h}_test_n_units')} time blocks); on CPCV paths "
+                f"{m.get(f'skill_h{h}_cpcv_mean_diff', float('nan')):+.4f} (lower "
+                f"{m.get(f'skill_h{h}_cpcv_ci_low', float('nan')):+.4f}, over "
+                f"{m.get(f'skill_h{h}_cpcv_n_units')} blocks)"
+            )
+    if m.get("pbo") is not None:
+        lines.append(
+            f"PBO {m['pbo']:.3f} over {m.get('pbo_n_configs')} configurations and "
+            f"{m.get('pbo_n_periods')} periods; deflated Sharpe "
+            f"{_num(m.get('dsr'))}"
+        )
+    after_fee = sorted(
+        (int(k[len("after_fee_return_h") :]), v)
+        for k, v in m.items()
+        if k.startswith("after_fee_return_h")
+    )
+    if after_fee:
+        lines.append(
+            f"After fees ({m.get('after_fee_fee_bps', 0):g} bps, test window, served horizons): "
+            + ", ".join(
+                f"h={h} {v:+.1%} (buy-and-hold {m.get(f'after_fee_bh_return_h{h}', float('nan')):+.1%})"
+                for h, v in after_fee
+            )
+        )
+    return lines
+
+
+def _v(version: Any) -> str:
+    return "none" if version is None or version != version else f"v{version}"
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None or value != value else f"{float(value):.3f}"
 
 
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

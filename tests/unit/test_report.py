@@ -197,3 +197,60 @@ def test_extra_tables_render_with_title_note_and_cells(tmp_path):
     html = render_report(report)
     assert "Metrics by regime" in html and "sliced by regime" in html
     assert "Bull" in html and "0.5432" in html
+
+
+def test_the_decision_opens_with_plain_lines_and_folds_the_numbers(tmp_path: Path) -> None:
+    from ml_core.reporting.report import decision_summary
+
+    metrics = {
+        "kind": "first",
+        "rule": "skill",
+        "edge_horizons": [12],
+        "pbo": 0.0123,
+        "pbo_n_configs": 5,
+        "pbo_n_periods": 64,
+        "dsr": 0.11,
+        "after_fee_fee_bps": 4.0,
+        "after_fee_return_h12": -0.205,
+        "after_fee_bh_return_h12": -0.381,
+    }
+    for h, diff in ((1, 0.029), (12, 0.0637)):
+        metrics |= {
+            f"skill_h{h}": "yes" if h == 12 else "no",
+            f"skill_h{h}_baseline": "momentum_sign",
+            f"skill_h{h}_test_mean_diff": diff,
+            f"skill_h{h}_test_ci_low": 0.0078,
+            f"skill_h{h}_test_n_units": 24,
+            f"skill_h{h}_cpcv_mean_diff": 0.0389,
+            f"skill_h{h}_cpcv_ci_low": 0.0204,
+            f"skill_h{h}_cpcv_n_units": 24,
+        }
+    decision = {
+        "promote": True,
+        "reason": "first champion: skill at h=12",
+        "kind": "first",
+        "champion_before": None,
+        "champion_after": "1",
+        "challenger_version": "1",
+        "candidate": "logistic",
+        "metrics": metrics,
+        "metrics_json": "{" + "x" * 5000 + "}",
+    }
+    lines = decision_summary(decision)
+    assert lines[0] == "Week: first; decided by the skill rule"
+    assert lines[1] == "Champion none -> v1; challenger v1 (logistic)"
+    assert lines[2] == "Serves: h=12 (no edge at h=1)"
+    assert lines[3].startswith("h=12: AUC +0.0637 over momentum_sign on the test window")
+    assert "over 24 time blocks" in lines[3] and "on CPCV paths +0.0389" in lines[3]
+    assert lines[4].startswith("PBO 0.012 over 5 configurations and 64 periods")
+    assert lines[5] == (
+        "After fees (4 bps, test window, served horizons): h=12 -20.5% (buy-and-hold -38.1%)"
+    )
+    assert len(lines) <= 8
+
+    table = pd.DataFrame({"candidate": ["logistic"], "horizon": [12], "auc": [0.55]})
+    path = write_report(RunReport(title="t", metrics=table, decision=decision), tmp_path)
+    html = path.read_text()
+    assert "<details>" in html and "Every number of the decision" in html
+    assert "x" * 200 not in html  # metrics_json (a copy of the metrics) is not dumped
+    assert html.index("Serves: h=12") < html.index("<details>")
