@@ -813,7 +813,9 @@ def _print_retrain(summary: dict) -> None:
         )
     )
     console.print(f"  why: {d['reason']}")
-    if (line := _after_fee_line(d.get("metrics") or {})) is not None:
+    from ml_core.evaluation.weekly import after_fee_text
+
+    if (line := after_fee_text(d.get("metrics") or {})) is not None:
         console.print(f"  {line}")
     for sym, why in (d.get("left_out") or {}).items():
         console.print(_styled("  left out:", "yellow", f" {sym} (its stored candles fail: {why})"))
@@ -1328,22 +1330,6 @@ def config_show(
         shown = json.dumps(value, default=str) if not isinstance(value, str) else value
         t.add_row(key, redact_text(shown), where, style="dim" if where == "default" else None)
     console.print(t)
-
-
-def _after_fee_line(metrics: dict) -> str | None:
-    """The challenger's after-fee test returns per served horizon, beside buy-and-hold."""
-    keys = sorted(
-        (int(k.removeprefix("after_fee_return_h")), k)
-        for k in metrics
-        if k.startswith("after_fee_return_h")
-    )
-    if not keys:
-        return None
-    each = ", ".join(
-        f"h={h} {metrics[k]:+.1%} (buy-and-hold {metrics.get(f'after_fee_bh_return_h{h}', float('nan')):+.1%})"
-        for h, k in keys
-    )
-    return f"after fees ({metrics.get('after_fee_fee_bps', 0):g} bps, test window): {each}"
 
 
 def _write_json(payload: object) -> None:

@@ -142,6 +142,24 @@ def after_fee_rule(verdict: WeeklyVerdict, cfg: CoincastConfig) -> WeeklyVerdict
     return verdict
 
 
+def after_fee_text(metrics: dict[str, Any]) -> str | None:
+    """``after fees (4 bps, test window): h=12 -20.5% (buy-and-hold -38.1%)`` from a
+    decision's metrics (``after_fee_rule``); None when it has none."""
+    found = sorted(
+        (int(k.removeprefix("after_fee_return_h")), float(v))
+        for k, v in metrics.items()
+        if k.startswith("after_fee_return_h")
+    )
+    if not found:
+        return None
+    each = ", ".join(
+        f"h={h} {v:+.1%} (buy-and-hold "
+        f"{float(metrics.get(f'after_fee_bh_return_h{h}', np.nan)):+.1%})"
+        for h, v in found
+    )
+    return f"after fees ({float(metrics.get('after_fee_fee_bps', 0)):g} bps, test window): {each}"
+
+
 def _decide(
     parts: SplitParts,
     results: Sequence[CandidateResult],

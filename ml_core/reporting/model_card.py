@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
+
+from ml_core.evaluation.weekly import after_fee_text
 
 if TYPE_CHECKING:
     from ml_core.evaluation.weekly import WeeklyVerdict
@@ -66,21 +67,8 @@ def model_card(
                 for r in cal.itertuples()
             ),
         ]
-    after = {
-        int(k.removeprefix("after_fee_return_h")): v
-        for k, v in gate.metrics.items()
-        if k.startswith("after_fee_return_h")
-    }
-    if after:
-        lines += [
-            "",
-            f"**After fees** ({fee_bps:g} bps, test window): "
-            + ", ".join(
-                f"h={h} {v:+.1%} (buy-and-hold "
-                f"{gate.metrics.get(f'after_fee_bh_return_h{h}', np.nan):+.1%})"
-                for h, v in sorted(after.items())
-            ),
-        ]
+    if (after := after_fee_text(gate.metrics)) is not None:
+        lines += ["", f"**{after[0].upper()}{after[1:]}**"]
     return "\n".join(lines)
 
 

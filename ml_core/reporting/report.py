@@ -32,6 +32,7 @@ import pandas as pd
 
 from ml_core.errors import DataContractError
 from ml_core.evaluation.baselines import BASELINE_NAMES
+from ml_core.evaluation.weekly import after_fee_text
 from ml_core.reporting import plots
 
 #: Template file inside the package (must ship as package data).
@@ -349,19 +350,8 @@ def decision_summary(decision: Mapping[str, Any]) -> list[str]:
             f"{m.get('pbo_n_periods')} periods; deflated Sharpe "
             f"{_num(m.get('dsr'))}"
         )
-    after_fee = sorted(
-        (int(k[len("after_fee_return_h") :]), v)
-        for k, v in m.items()
-        if k.startswith("after_fee_return_h")
-    )
-    if after_fee:
-        lines.append(
-            f"After fees ({m.get('after_fee_fee_bps', 0):g} bps, test window, served horizons): "
-            + ", ".join(
-                f"h={h} {v:+.1%} (buy-and-hold {m.get(f'after_fee_bh_return_h{h}', float('nan')):+.1%})"
-                for h, v in after_fee
-            )
-        )
+    if (after := after_fee_text(m)) is not None:
+        lines.append(after[0].upper() + after[1:] + " (served horizons)")
     return lines
 
 

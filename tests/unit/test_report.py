@@ -244,7 +244,7 @@ def test_the_decision_opens_with_plain_lines_and_folds_the_numbers(tmp_path: Pat
     assert "over 24 time blocks" in lines[3] and "on CPCV paths +0.0389" in lines[3]
     assert lines[4].startswith("PBO 0.012 over 5 configurations and 64 periods")
     assert lines[5] == (
-        "After fees (4 bps, test window, served horizons): h=12 -20.5% (buy-and-hold -38.1%)"
+        "After fees (4 bps, test window): h=12 -20.5% (buy-and-hold -38.1%) (served horizons)"
     )
     assert len(lines) <= 8
 
