@@ -126,7 +126,7 @@ def log_to_mlflow(cfg: CoincastConfig, ev: MonitorEvaluation, drift: pd.DataFram
     )
 
 
-@task(name="rollback-champion", cache_policy=NONE)
+@task(name="rollback-on-breach", cache_policy=NONE)
 def rollback_champion(cfg: CoincastConfig, ev: MonitorEvaluation, mlflow_run_id: str) -> dict:
     """Move champion to ``previous`` (audited), publish it and emit the rollback event.
 

@@ -25,7 +25,7 @@ AUDIT_COLUMNS = (
 )
 
 
-@task(name="rollback-champion", cache_policy=NONE)
+@task(name="rollback-on-request", cache_policy=NONE)
 def rollback_champion(
     cfg: CoincastConfig, *, to_version: str | None, reason: str, actor: str
 ) -> dict:
