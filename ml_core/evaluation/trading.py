@@ -101,6 +101,66 @@ def trading_metrics(
     return {key: out[key] for key in TRADING_KEYS}
 
 
+#: Fees (bps per unit of turnover) of the report's fee-sensitivity table.
+FEE_LEVELS_BPS = (0.0, 4.0, 10.0, 20.0)
+
+
+def fee_sensitivity(
+    frame: pd.DataFrame,
+    p_up: ArrayLike,
+    *,
+    horizon: int,
+    cfg: EvaluationConfig,
+    timeframe: str,
+    fees_bps: tuple[float, ...] = FEE_LEVELS_BPS,
+) -> pd.DataFrame:
+    """The trading view at each fee level: one row per fee with the strategy's total
+    return, Sharpe and turnover, and buy-and-hold's total return on the same blocks."""
+    rows = []
+    for fee in fees_bps:
+        m = trading_metrics(
+            frame,
+            p_up,
+            horizon=horizon,
+            cfg=cfg.model_copy(update={"fee_bps": float(fee)}),
+            timeframe=timeframe,
+        )
+        rows.append(
+            {
+                "horizon": horizon,
+                "fee_bps": float(fee),
+                "total_return": m["total_return"],
+                "sharpe": m["sharpe"],
+                "turnover": m["turnover"],
+                "bh_total_return": m["bh_total_return"],
+                "excess_return": m["excess_return"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def probability_deciles(frame: pd.DataFrame, p_up: ArrayLike, *, horizon: int) -> pd.DataFrame:
+    """Rows ranked by P(up) into ten equal-count groups: per decile the rows, the mean
+    P(up), the hit rate (share of up moves, ``up_h``) and the mean forward simple return
+    (``exp(ret_h) - 1``). A model with an edge has hit rate and return rising with the
+    decile; unlabelled rows are left out."""
+    p = np.asarray(p_up, dtype=float)
+    y = frame[f"up_{horizon}"].to_numpy(dtype=float)
+    ret = np.expm1(frame[f"ret_{horizon}"].to_numpy(dtype=float))
+    ok = np.isfinite(p) & np.isfinite(y)
+    if ok.sum() < 10:
+        return pd.DataFrame()
+    ranks = pd.Series(p[ok]).rank(method="first").to_numpy()
+    decile = np.minimum((ranks - 1) * 10 // ok.sum(), 9).astype(int) + 1
+    table = pd.DataFrame({"decile": decile, "p": p[ok], "up": y[ok], "ret": ret[ok]})
+    out = table.groupby("decile").agg(
+        n=("p", "size"), mean_p=("p", "mean"), hit_rate=("up", "mean"), mean_return=("ret", "mean")
+    )
+    return out.reset_index().assign(horizon=horizon)[
+        ["horizon", "decile", "n", "mean_p", "hit_rate", "mean_return"]
+    ]
+
+
 def equity_curve(
     frame: pd.DataFrame,
     p_up: ArrayLike,

@@ -9,7 +9,12 @@ import pandas as pd
 from ml_core.config import EvaluationConfig
 from ml_core.evaluation.baselines import baseline_equity_curves
 from ml_core.evaluation.metrics import calibration_table
-from ml_core.evaluation.trading import buy_and_hold_curve, equity_curve
+from ml_core.evaluation.trading import (
+    buy_and_hold_curve,
+    equity_curve,
+    fee_sensitivity,
+    probability_deciles,
+)
 from ml_core.models.training import CandidateResult
 from ml_core.reporting.report import RunReport, summarize_data
 from ml_core.validation.split import SplitParts
@@ -57,6 +62,7 @@ def build_run_report(
     extra = [_sliced_table(results, column) for column in SLICE_NOTES]
     extra = [t for t in extra if t is not None] + list(extra_tables or [])
     extra += _calibration_tables(results, best, calibration)
+    extra += _trader_tables(best, test, horizons, eval_cfg, timeframe)
     if not best.regression_metrics.empty:
         from ml_core.evaluation.regression import REPORT_NOTE, REPORT_TITLE, report_table
 
@@ -79,6 +85,47 @@ def build_run_report(
         feature_importance=imp_series,
         extra_tables=extra,
     )
+
+
+def _trader_tables(
+    best: CandidateResult,
+    test: pd.DataFrame,
+    horizons: list[int],
+    eval_cfg: EvaluationConfig,
+    timeframe: str,
+) -> list[tuple[str, str, pd.DataFrame]]:
+    """Fee sensitivity and P(up) deciles of the served candidate on the test part."""
+    if test.empty:
+        return []
+    kw = {"cfg": eval_cfg, "timeframe": timeframe}
+    fees = pd.concat(
+        [fee_sensitivity(test, best.test_probs[h], horizon=h, **kw) for h in horizons],
+        ignore_index=True,
+    )
+    deciles = pd.concat(
+        [probability_deciles(test, best.test_probs[h], horizon=h) for h in horizons],
+        ignore_index=True,
+    )
+    out = [
+        (
+            f"Fee sensitivity of {best.name} (test)",
+            f"The trading view ({eval_cfg.mode}, P(up) > {eval_cfg.threshold}, non-overlapping "
+            "h-bar blocks, equal weight over symbols) at 0, 4, 10 and 20 bps per unit of "
+            "turnover, beside buy-and-hold on the same blocks at the same fee.",
+            fees.round(4),
+        )
+    ]
+    if not deciles.empty:
+        out.append(
+            (
+                f"P(up) deciles of {best.name} (test)",
+                "Test rows ranked by calibrated P(up) into ten equal groups: the share that "
+                "went up (hit rate) and the mean forward simple return per group; with an "
+                "edge both rise from decile 1 to 10.",
+                deciles.round(4),
+            )
+        )
+    return out
 
 
 def _calibration_tables(

@@ -144,3 +144,39 @@ def test_no_tradable_rows_gives_nan_and_empty_curve() -> None:
 def test_contract_errors(frame, p, horizon, error, match) -> None:
     with pytest.raises(error, match=match):
         _metrics(frame, p, horizon=horizon)
+
+
+def test_fee_sensitivity_charges_each_level_by_hand() -> None:
+    from ml_core.evaluation.trading import fee_sensitivity
+
+    frame = _frame([0.10, -0.05, 0.02, 0.03])
+    p = [0.9, 0.9, 0.1, 0.9]  # turnover 4 (see the test above)
+    table = fee_sensitivity(
+        frame, p, horizon=1, cfg=EvaluationConfig(), timeframe="1h", fees_bps=(0.0, 10.0)
+    )
+    assert list(table["fee_bps"]) == [0.0, 10.0]
+    free = np.prod([1.10, 0.95, 1.0, 1.03]) - 1
+    charged = np.prod([1.10 - 0.001, 0.95, 1.0 - 0.001, 1.03 - 0.002]) - 1
+    assert table["total_return"].tolist() == pytest.approx([free, charged])
+    bh_free, bh_charged = table["bh_total_return"]
+    assert bh_free == pytest.approx(np.prod([1.10, 0.95, 1.02, 1.03]) - 1)
+    assert bh_charged < bh_free and (table["turnover"] == 4.0).all()
+
+
+def test_probability_deciles_rise_with_a_planted_edge_and_count_every_row() -> None:
+    from ml_core.evaluation.trading import probability_deciles
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    p = rng.random(n)
+    up = (rng.random(n) < p).astype(float)  # P(up) is the true probability
+    ret = np.where(up == 1, 0.01, -0.01)
+    frame = pd.DataFrame({"up_4": up, "ret_4": np.log1p(ret)})
+    frame.loc[:9, "up_4"] = np.nan  # unlabelled rows are left out
+    table = probability_deciles(frame, p, horizon=4)
+    assert list(table["decile"]) == list(range(1, 11)) and table["n"].sum() == n - 10
+    assert (table["n"].max() - table["n"].min()) <= 1  # equal-count groups
+    assert table["hit_rate"].is_monotonic_increasing or table["hit_rate"].diff().min() > -0.05
+    assert table["hit_rate"].iloc[0] < 0.15 and table["hit_rate"].iloc[-1] > 0.85
+    assert table["mean_return"].iloc[-1] > 0 > table["mean_return"].iloc[0]
+    np.testing.assert_allclose(table["mean_p"], table["hit_rate"], atol=0.05)  # calibrated
