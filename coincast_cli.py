@@ -935,6 +935,8 @@ def predict(
         served = preds.assign(
             p_up=preds["p_up"].where(~no_edge), exp_ret=preds["exp_ret"].where(~no_edge)
         )
+        if "p_set" in served.columns:
+            served["p_set"] = served["p_set"].where(~no_edge, None)
         sys.stdout.write(served.to_json(orient="records", date_format="iso") + "\n")
         return
     wide = preds.assign(p_up=preds["p_up"].where(~no_edge, -1.0)).pivot_table(
@@ -950,10 +952,25 @@ def predict(
     horizons = [c for c in wide.columns if c not in ("symbol", "ts")]
     for h in horizons:
         table.add_column(f"h={h}", justify="right")
+    sets = (
+        {(r.symbol, int(r.horizon)): r.p_set for r in preds.itertuples()}
+        if "p_set" in preds.columns
+        else {}
+    )
+    arrows = {"up": " ↑", "down": " ↓"}
     for _, row in wide.iterrows():
         ts = pd.Timestamp(row["ts"]).strftime("%Y-%m-%d %H:%M")
-        table.add_row(row["symbol"], ts, *[_p_text(row[h]) for h in horizons])
+        cells = [
+            _p_text(row[h]) + arrows.get(sets.get((row["symbol"], int(h))), "") for h in horizons
+        ]
+        table.add_row(row["symbol"], ts, *cells)
     console.print(table)
+    if any(v in arrows for v in sets.values()):
+        level = cfg.models.conformal_confidence or 0.9
+        console.print(
+            f"↑ / ↓: the {level:.0%} conformal set holds only that direction; no arrow: both "
+            "directions (abstain)."
+        )
     if no_edge.any():
         console.print(
             "no edge: the champion showed no skill over the naive baselines at that horizon "

@@ -523,6 +523,14 @@ class ModelConfig(_Section):
         "(ml_core.models.calibration): auto picks none, sigmoid or isotonic by log loss on "
         "the latest third of validation; the calibrator is served inside the pipeline.",
     )
+    conformal_confidence: float | None = Field(
+        default=0.9,
+        gt=0,
+        lt=1,
+        description="Coverage of the served conformal direction set (MAPIE split conformal "
+        "on the calibrated P(up), ml_core.models.conformal): up, down or both (abstain); "
+        "None = no sets.",
+    )
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
     sequence: SequenceConfig = Field(default_factory=SequenceConfig)
     blas_threads: int | None = Field(

@@ -367,6 +367,8 @@ def _records(preds: pd.DataFrame) -> list[dict[str, Any]]:
             "horizon": int(row["horizon"]),
             "edge": edge,
             "regime": row.get("regime"),
+            # the conformal direction set: up, down or both (abstain); None without edge
+            "p_set": row.get("p_set") if edge else None,
         }
         for k in ("p_up", "uncertainty", "exp_ret"):
             v = row.get(k)
@@ -421,7 +423,17 @@ def fetch_latest(url: str, *, symbol: str | None, timeout_s: float = 10.0) -> pd
         raise error(f"{detail} (from the service at {url})") from exc
     frame = pd.DataFrame.from_records(
         body["predictions"],
-        columns=["symbol", "ts", "horizon", "p_up", "uncertainty", "exp_ret", "edge", "regime"],
+        columns=[
+            "symbol",
+            "ts",
+            "horizon",
+            "p_up",
+            "uncertainty",
+            "exp_ret",
+            "edge",
+            "p_set",
+            "regime",
+        ],
     )
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.tz_localize(None)
     frame.insert(0, "model_version", body["version"])

@@ -31,6 +31,7 @@ from ml_core.models.base import (
     make_model,
 )
 from ml_core.models.calibration import Calibrator, fit_calibrator
+from ml_core.models.conformal import fit_conformal, prediction_sets
 from ml_core.regime.hmm import RegimeModel, add_regime_features, probability_column, state_names
 from ml_core.validation.scaling import SymbolRobustScaler
 from ml_core.validation.split import SplitParts
@@ -81,6 +82,8 @@ class CandlePipeline:
     final_fit: str = "train"
     #: P(up) calibrator per horizon, fitted on validation (``calibrate``); none: raw p.
     calibrators: dict[int, Calibrator] = field(default_factory=dict)
+    #: MAPIE conformal classifier per horizon on the calibrated P(up) (``calibrate``).
+    conformal: dict[int, object] = field(default_factory=dict)
 
     def has_edge(self, horizon: int) -> bool:
         """Whether ``horizon`` is served (skill shown, or skill not assessed)."""
@@ -96,6 +99,11 @@ class CandlePipeline:
         pipelines pickled before calibration have none)."""
         cal = (getattr(self, "calibrators", None) or {}).get(int(h))
         return p if cal is None else cal(p)
+
+    def direction_sets(self, h: int, p: np.ndarray) -> np.ndarray:
+        """The conformal set (``up`` / ``down`` / ``both``) of each calibrated P(up) of
+        horizon ``h``; None entries without a conformal model."""
+        return prediction_sets((getattr(self, "conformal", None) or {}).get(int(h)), p)
 
     def predict_features(
         self, frame: pd.DataFrame, *, calibrated: bool = True
@@ -207,6 +215,7 @@ class CandlePipeline:
                     "uncertainty": details[h]["uncertainty"],
                     "exp_ret": details[h]["exp_ret"],
                     "edge": self.has_edge(h),
+                    "p_set": self.direction_sets(h, details[h]["p_up"]),
                     **({} if regime is None else {"regime": regime}),
                 }
             )
@@ -295,7 +304,7 @@ def fit_pipeline(
         )
         pipe.lookback_bars += pipe.history_bars
         log.info("fitted %s for horizons %s on %d rows", candidate, list(horizons), len(train))
-        return _finish(pipe, train, parts, model_cfg.calibration if calibrated else None)
+        return _finish(pipe, train, parts, model_cfg if calibrated else None)
     x_train = scaler.transform(train)
     x_val = scaler.transform(parts.val) if not parts.val.empty else None
     for h in horizons:
@@ -308,14 +317,19 @@ def fit_pipeline(
         model = model if h == horizons[0] else make_model(candidate, model_cfg)
         pipe.models[h] = model.fit(x_train[ok], train.loc[ok, y_col].to_numpy(), x_v, y_v)
         log.info("fitted %s for horizon %d on %d rows", candidate, h, int(ok.sum()))
-    return _finish(pipe, train, parts, model_cfg.calibration if calibrated else None)
+    return _finish(pipe, train, parts, model_cfg if calibrated else None)
 
 
 def _finish(
-    pipe: CandlePipeline, train: pd.DataFrame, parts: SplitParts, calibration: str | None
+    pipe: CandlePipeline, train: pd.DataFrame, parts: SplitParts, model_cfg: ModelConfig | None
 ) -> CandlePipeline:
-    if calibration is not None:
-        calibrate(pipe, parts.val, calibration)
+    if model_cfg is not None:
+        calibrate(
+            pipe,
+            parts.val,
+            model_cfg.calibration,
+            conformal_confidence=model_cfg.conformal_confidence,
+        )
     return _stamp(pipe, train, parts)
 
 
@@ -324,21 +338,26 @@ def calibrate(
     val: pd.DataFrame,
     method: str,
     raw_val: dict[int, np.ndarray] | None = None,
+    conformal_confidence: float | None = 0.9,
 ) -> pd.DataFrame:
-    """Fit ``pipe``'s P(up) calibrators on the validation rows ``val`` (in place;
-    ``ml_core.models.calibration``); ``raw_val``: its raw validation predictions when
+    """Fit ``pipe``'s P(up) calibrators (``ml_core.models.calibration``) and conformal
+    direction sets (``ml_core.models.conformal``, at ``conformal_confidence``; None: none)
+    on the validation rows ``val``, in place; ``raw_val``: its raw validation predictions when
     already made. Returns the method choice per horizon (horizon, method, holdout log
     loss, chosen); no validation rows: no calibrators, the raw p is served."""
-    pipe.calibrators = {}
+    pipe.calibrators, pipe.conformal = {}, {}
     if val.empty:
         return pd.DataFrame()
     raw = raw_val if raw_val is not None else pipe.predict_features(val, calibrated=False)
     tables = []
     for h in pipe.horizons:
-        cal, table = fit_calibrator(
-            raw[h], val[f"up_{h}"].to_numpy(float), val["ts"], method=method
-        )
+        y = val[f"up_{h}"].to_numpy(float)
+        cal, table = fit_calibrator(raw[h], y, val["ts"], method=method)
         pipe.calibrators[h] = cal
+        if conformal_confidence is not None:
+            found = fit_conformal(cal(raw[h]), y, confidence=conformal_confidence)
+            if found is not None:
+                pipe.conformal[h] = found
         tables.append(table.assign(horizon=h, n_val=cal.n_rows))
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
@@ -412,7 +431,8 @@ def refit_recipe(
             x_v, y_v = x_val[ok_v], val.loc[ok_v, f"up_{h}"].to_numpy()
         fresh = copy.deepcopy(model)
         out.models[h] = fresh.fit(x[ok], train.loc[ok, f"up_{h}"].to_numpy(), x_v, y_v)
-    calibrate(out, val, model_cfg.calibration)  # this split's validation, not the old one
+    # this split's validation, not the old one
+    calibrate(out, val, model_cfg.calibration, conformal_confidence=model_cfg.conformal_confidence)
     key = pipe.recipe_key or recipe_key(pipe)
     stamped = _stamp(out, train, parts)
     stamped.recipe_key = key  # the recipe it was refit as, not its refit settings

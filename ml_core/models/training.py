@@ -129,7 +129,13 @@ def train_candidates(
             calibrated=False,  # below, on the validation predictions made once
         )
         val_raw = pipe.predict_features(parts.val, calibrated=False)
-        choice = calibrate(pipe, parts.val, cfg.models.calibration, raw_val=val_raw)
+        choice = calibrate(
+            pipe,
+            parts.val,
+            cfg.models.calibration,
+            raw_val=val_raw,
+            conformal_confidence=cfg.models.conformal_confidence,
+        )
         fit_s = time.perf_counter() - start
         test_raw = pipe.predict_features(parts.test, calibrated=False)
         test_probs = {h: pipe.calibrated(h, p) for h, p in test_raw.items()}
@@ -175,6 +181,7 @@ def calibration_report(
     against the raw p), and on the **test** rows the expected calibration error and AUC
     of the raw and the calibrated P(up)."""
     from ml_core.evaluation.metrics import classification_metrics, expected_calibration_error
+    from ml_core.models.conformal import coverage
 
     rows = []
     for h in pipe.horizons:
@@ -185,6 +192,7 @@ def calibration_report(
         method = cal.method if cal is not None else "none"
         raw_m = classification_metrics(y, raw[h]) if y.size else {}
         cal_m = classification_metrics(y, calibrated[h]) if y.size else {}
+        sets = coverage(pipe.direction_sets(h, calibrated[h]), y) if y.size else {}
         rows.append(
             {
                 "horizon": h,
@@ -199,6 +207,8 @@ def calibration_report(
                 "test_auc": cal_m.get("auc", np.nan),
                 "test_log_loss_raw": raw_m.get("log_loss", np.nan),
                 "test_log_loss": cal_m.get("log_loss", np.nan),
+                "set_coverage": sets.get("coverage", np.nan),
+                "set_abstain": sets.get("abstain", np.nan),
             }
         )
     return pd.DataFrame(rows)

@@ -141,13 +141,16 @@ def _calibration_tables(
         table = pd.concat(summary, ignore_index=True)
         cols = ["candidate", "horizon", "method", "n_val", "n_test"]
         cols += ["test_ece_raw", "test_ece", "test_auc_raw", "test_auc"]
+        cols += [c for c in ("set_coverage", "set_abstain") if c in table.columns]
         out.append(
             (
                 "Calibration",
                 "P(up) calibrated on the validation part (method chosen by log loss on its "
                 "latest third: none, sigmoid or isotonic), scored on the test part: expected "
                 "calibration error (ECE, 10 equal-width bins, weighted by rows; 0 = the "
-                "forecast is the observed frequency) and AUC, raw and calibrated.",
+                "forecast is the observed frequency) and AUC, raw and calibrated; the conformal "
+                "direction sets' realized coverage on test (target models.conformal_confidence) "
+                "and the share of 'both' sets (abstain).",
                 table[cols].round(4),
             )
         )

@@ -106,6 +106,10 @@ def test_service_answers_equal_the_pyfunc_on_the_same_candles(client, served_hom
     for h, rows in merged.groupby("horizon"):
         want = pipe.calibrators[h](rows["raw"].to_numpy())
         np.testing.assert_allclose(rows["p_up"], want, rtol=0, atol=1e-12)
+        # ... and its conformal direction set (MAPIE, fitted on validation)
+        assert h in pipe.conformal
+        assert list(rows["p_set"]) == list(pipe.direction_sets(h, want))
+        assert set(rows["p_set"]) <= {"up", "down", "both", "none"}
         if pipe.calibrators[h].method != "none":
             assert not np.allclose(rows["p_up"], rows["raw"])
     assert set(got["regime"]) <= {"Bear", "Sideways", "Bull"} and got["regime"].notna().all()
@@ -280,7 +284,7 @@ def test_a_running_service_follows_the_alias_and_serves_the_predict_command(serv
             timeout=120,
         )
         assert out.returncode == 0, out.stderr
-        assert f"served at {url}" in out.stdout and "v2" in out.stdout
+        assert f"served at {url}" in " ".join(out.stdout.split()) and "v2" in out.stdout
         shown = subprocess.run(
             [*cli, "status", "--home", str(served_home.home)],
             cwd=ROOT,
