@@ -98,8 +98,9 @@ def decide_week(
 
 def after_fee_rule(verdict: WeeklyVerdict, cfg: CoincastConfig) -> WeeklyVerdict:
     """``verdict`` with the registered candidate's after-fee test return per served horizon
-    (and buy-and-hold on the same blocks) in its metrics; refused when the rule is on, the
-    policy is coincast and the mean over the served horizons is not above zero."""
+    (and buy-and-hold on the same blocks) in its metrics (every horizon when none is
+    served: for the record); refused when the rule is on, the policy is coincast and the
+    mean over the served horizons is not above zero."""
     result = verdict.register
     if result is None or result.test_metrics.empty or "total_return" not in result.test_metrics:
         return verdict

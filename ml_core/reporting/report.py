@@ -351,7 +351,7 @@ def decision_summary(decision: Mapping[str, Any]) -> list[str]:
             f"{_num(m.get('dsr'))}"
         )
     if (after := after_fee_text(m)) is not None:
-        lines.append(after[0].upper() + after[1:] + " (served horizons)")
+        lines.append(after[0].upper() + after[1:])
     return lines
 
 

@@ -243,9 +243,7 @@ def test_the_decision_opens_with_plain_lines_and_folds_the_numbers(tmp_path: Pat
     assert lines[3].startswith("h=12: AUC +0.0637 over momentum_sign on the test window")
     assert "over 24 time blocks" in lines[3] and "on CPCV paths +0.0389" in lines[3]
     assert lines[4].startswith("PBO 0.012 over 5 configurations and 64 periods")
-    assert lines[5] == (
-        "After fees (4 bps, test window): h=12 -20.5% (buy-and-hold -38.1%) (served horizons)"
-    )
+    assert lines[5] == ("After fees (4 bps, test window): h=12 -20.5% (buy-and-hold -38.1%)")
     assert len(lines) <= 8
 
     table = pd.DataFrame({"candidate": ["logistic"], "horizon": [12], "auc": [0.55]})
