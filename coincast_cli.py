@@ -953,7 +953,7 @@ def predict(
     for h in horizons:
         table.add_column(f"h={h}", justify="right")
     sets = (
-        {(r.symbol, int(r.horizon)): r.p_set for r in preds.itertuples()}
+        {(r.symbol, int(r.horizon)): r.p_set for r in preds.itertuples() if r.edge}
         if "p_set" in preds.columns
         else {}
     )
