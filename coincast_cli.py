@@ -104,12 +104,7 @@ def _config(
     """The one config of this command; ``dataset``: fill in the timeframe from the warehouse
     (and the ``files`` the command ingests first) when it was not given
     (``ml_core.data.datasets.resolve_timeframe``)."""
-    overrides: dict[str, object] = {"profile": profile}
-    if home is not None:
-        overrides["home"] = home
-    if timeframe is not None:
-        overrides["data"] = {"timeframe": timeframe}
-    cfg = load_config(config, **overrides)
+    cfg = load_config(config, **_overrides(home, timeframe, profile))
     if dataset:
         from ml_core.data.datasets import resolve_timeframe
 
@@ -118,6 +113,16 @@ def _config(
     if flows:  # Prefect makes PREFECT_HOME when imported: a fresh home warned it could not
         (cfg.home.resolve() / "prefect").mkdir(parents=True, exist_ok=True)
     return cfg
+
+
+def _overrides(home: Path | None, timeframe: str | None, profile: str | None) -> dict:
+    """The command-line layer of the config (``load_config`` / ``config_sources``)."""
+    overrides: dict[str, object] = {"profile": profile}
+    if home is not None:
+        overrides["home"] = home
+    if timeframe is not None:
+        overrides["data"] = {"timeframe": timeframe}
+    return overrides
 
 
 def _run_fields(cfg: CoincastConfig, config: Path | None) -> dict[str, str | None]:
@@ -1321,13 +1326,8 @@ def config_show(
 
     from ml_core.config import config_sources
 
-    overrides: dict[str, object] = {"profile": profile}
-    if home is not None:
-        overrides["home"] = home
-    if timeframe is not None:
-        overrides["data"] = {"timeframe": timeframe}
     with _user_errors():
-        cfg, sources = config_sources(config, **overrides)
+        cfg, sources = config_sources(config, **_overrides(home, timeframe, profile))
         from ml_core.data.datasets import available_timeframes, timeframe_is_explicit
 
         found = [] if timeframe_is_explicit(cfg) else available_timeframes(cfg)

@@ -14,6 +14,17 @@ from ml_core.config import CoincastConfig
 from ml_core.registry.store import RegistryStore
 
 
+def store_candles(cfg: CoincastConfig, candles: pd.DataFrame) -> None:
+    """Write 1m ``candles`` (tz-aware or naive ts) straight into ``cfg``'s warehouse; the
+    quality gate has its own tests."""
+    from ml_core.data.warehouse import CANDLE_COLUMNS, Warehouse
+
+    rows = candles.assign(timeframe="1m", ts=pd.to_datetime(candles["ts"]).dt.tz_localize(None))
+    with Warehouse(cfg.warehouse_path).connect() as con:
+        con.register("c_in", rows[CANDLE_COLUMNS].reset_index(drop=True))
+        con.execute("INSERT INTO candles BY NAME SELECT * FROM c_in")
+
+
 def fit_versions(
     candles: pd.DataFrame, cfg: CoincastConfig, *, horizons: list[int], train_bars: int
 ) -> None:

@@ -8,10 +8,9 @@ import json
 import pytest
 
 from ml_core.config import load_config
-from ml_core.data.warehouse import CANDLE_COLUMNS, Warehouse
 from ml_core.registry.store import RegistryStore
 from tasks.registry import SELECTION_TAG
-from tests.fitted_registry import fit_versions
+from tests.fitted_registry import fit_versions, store_candles
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +34,8 @@ def promote_home(tmp_path_factory, sample_1m):
     )
     cfg = load_config(cfg_path)
     subset = sample_1m[sample_1m["symbol"].isin(SYMBOLS)].groupby("symbol").head(2 * 1440)
+    store_candles(cfg, subset)
     subset = subset.assign(timeframe="1m", ts=lambda f: f["ts"].dt.tz_localize(None))
-    with Warehouse(cfg.warehouse_path).connect() as con:
-        con.register("c_in", subset[CANDLE_COLUMNS].reset_index(drop=True))
-        con.execute("INSERT INTO candles BY NAME SELECT * FROM c_in")
     fit_versions(subset.reset_index(drop=True), cfg, horizons=HORIZONS, train_bars=1440)
     store = RegistryStore(cfg.tracking_uri, cfg.model_name)
     for alias in ("champion", "previous"):

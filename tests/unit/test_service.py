@@ -22,11 +22,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ml_core.config import CoincastConfig
-from ml_core.data.warehouse import CANDLE_COLUMNS, Warehouse
+from ml_core.data.warehouse import Warehouse
 from ml_core.registry.store import RegistryStore
 from ml_core.service import ScoringService, _records, running_service, state_file
 from ml_core.service_app import create_app
-from tests.fitted_registry import fit_versions
+from tests.fitted_registry import fit_versions, store_candles
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = ["BTC/USDT:USDT", "DOGE/USDT:USDT"]
@@ -38,10 +38,8 @@ def served_home(tmp_path_factory, sample_1m):
     home = tmp_path_factory.mktemp("serve") / "home"
     cfg = CoincastConfig(home=home, labels={"horizons": {"1m": HORIZONS}})
     subset = sample_1m[sample_1m["symbol"].isin(SYMBOLS)].groupby("symbol").head(2 * 1440)
+    store_candles(cfg, subset)
     subset = subset.assign(timeframe="1m", ts=lambda f: f["ts"].dt.tz_localize(None))
-    with Warehouse(cfg.warehouse_path).connect() as con:
-        con.register("c_in", subset[CANDLE_COLUMNS].reset_index(drop=True))
-        con.execute("INSERT INTO candles BY NAME SELECT * FROM c_in")
     fit_versions(subset.reset_index(drop=True), cfg, horizons=HORIZONS, train_bars=1440)
     return cfg
 
